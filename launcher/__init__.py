@@ -1,0 +1,1 @@
+"""launcher: infra built on vsyn (vsyn never imports it)."""

@@ -1,0 +1,1 @@
+"""serve: infra built on vsyn (vsyn never imports it)."""

@@ -1,0 +1,1 @@
+"""shards: infra built on vsyn (vsyn never imports it)."""

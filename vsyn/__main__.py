@@ -1,0 +1,5 @@
+import sys
+
+from vsyn.cli import main
+
+sys.exit(main())

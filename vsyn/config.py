@@ -1,0 +1,253 @@
+"""Run configuration: typed dataclasses, loaded from YAML (shipped presets or a path) plus `key=value` overrides.
+
+One object describes a run end to end; it is saved beside every checkpoint, so a checkpoint is self-describing.
+Unknown keys are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vsyn.errors import VsynError
+
+
+@dataclass
+class ModelConfig:
+    """Networks. Defaults are the original's 128 px Sky setup (method.md §1-3)."""
+
+    generator: str = "style_rnn"  # style_rnn | dvdgan
+    resolution: int = 128
+    frames: int = 25  # clip length including the input frame 0
+    ch_g: int = 32
+    start_fp: int = 2  # sizing rule: depth = min(max_fp, log2(res) - start_fp)
+    max_fp: int = 5
+    style_dim: int = 256
+    latent_noise: bool = False  # beyond the original: per-video noise so one image has several futures
+    noise_dim: int = 64
+    ch_ds: int = 16
+    ch_dt: int = 64
+    spatial_frames: int = 8  # K frames shown to the spatial critic
+    dt_prepool: bool = False  # DVD-GAN's 2x spatial pre-pool for the temporal critic
+
+
+@dataclass
+class LossConfig:
+    kind: str = "wgan-gp"  # wgan-gp (the original) | hinge | logistic (non-saturating + lazy R1)
+    gp_weight: float = 1.0
+    spatial_weight: float = 1.0
+    temporal_weight: float = 5.0
+    r1_gamma: float = 1.0
+    r1_interval: int = 16  # lazy R1: penalise every N critic steps, scaled by N
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 3e-4
+    lr_d: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    clip_g: float = 2.5  # gradient-norm clip per network (the original: 2.5 for style2)
+    clip_d: float = 2.5
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # shard URL(s): path, brace pattern, http(s)://, s3://, or a manifest.json
+    val: str = ""
+    stride: int = 1  # temporal stride inside a sample when taking the T-frame window
+    flip: bool = True
+    random_crop: bool = False
+    workers: int = 2
+    shuffle_buffer: int = 256
+
+
+@dataclass
+class TrainConfig:
+    batch: int = 8  # global batch (clips per optimizer step, summed over ranks)
+    n_critic: int = 2  # critic steps per generator step
+    total_kimg: float = 1000.0
+    tick_kimg: float = 4.0
+    snapshot_kimg: float = 50.0
+    sample_kimg: float = 50.0
+    keep_last: int = 3
+    ema_halflife_kimg: float = 10.0
+    ema_rampup: float = 0.05  # EMA half-life ramps up with kimg * rampup; 0 disables
+    seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16
+    channels_last: bool = False
+    compile: bool = False
+    distributed: str = "ddp"  # ddp | deepspeed
+    zero_stage: int = 2
+    run_dir: str = "runs/{name}"
+    log_every: int = 10  # steps between scalar logs
+    max_steps: int = 0  # 0: run until total_kimg; >0 stops early (tests, benchmarks)
+
+
+@dataclass
+class EvalConfig:
+    metrics: str = ""  # comma list run at snapshots, e.g. "psnr,motion"
+    n: int = 256
+    best_metric: str = ""  # keep best-<metric> snapshot by this metric (lower is better)
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.train.run_dir.format(name=self.name))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("vsyn.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the dataclass field type, with an error that names the key."""
+    origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, (bool, int)):
+                return bool(value)
+            raise ValueError(value)
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            return str(value)
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+            args = typing.get_args(typ)
+            if len(value) != len(args):
+                raise ValueError(value)
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    except (TypeError, ValueError):
+        raise VsynError(f"config key '{key}': cannot use {value!r} as {getattr(typ, '__name__', typ)}") from None
+    return value
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise VsynError(f"unknown config key '{full}' (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise VsynError(f"config key '{full}' is a section; give its keys, e.g. {full}.<key>=...")
+            _apply(current, value, prefix=f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def _parse_override(item: str) -> dict[str, Any]:
+    if "=" not in item:
+        raise VsynError(f"override '{item}' is not key=value")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+def _read_yaml(source: str) -> dict[str, Any]:
+    path = Path(source)
+    if path.is_dir() and (path / "config.json").is_file():
+        path = path / "config.json"
+    if path.is_file():
+        text = path.read_text()
+    elif source in preset_names():
+        text = resources.files("vsyn.configs").joinpath(f"{source}.yaml").read_text()
+    else:
+        raise VsynError(f"config '{source}' is neither a file nor a preset ({', '.join(preset_names())})")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise VsynError(f"config '{source}' is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise VsynError(f"config '{source}' must be a mapping")
+    return data
+
+
+def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a Config from a preset name, a YAML/JSON file or a checkpoint dir, then `key=value` overrides."""
+    cfg = Config()
+    if source:
+        data = _read_yaml(source)
+        data.pop("_meta", None)
+        _apply(cfg, data)
+        if "name" not in data and Path(source).suffix in (".yaml", ".yml"):
+            cfg.name = Path(source).stem
+        elif "name" not in data:
+            cfg.name = source
+    for item in overrides:
+        _apply(cfg, _parse_override(item))
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    cfg = Config()
+    _apply(cfg, {k: v for k, v in data.items() if k != "_meta"})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    m = cfg.model
+    if m.generator not in ("style_rnn", "dvdgan"):
+        raise VsynError(f"model.generator must be style_rnn or dvdgan, not {m.generator!r}")
+    if m.resolution < 16 or m.resolution & (m.resolution - 1):
+        raise VsynError(f"model.resolution must be a power of two >= 16, not {m.resolution}")
+    if m.frames < 2:
+        raise VsynError("model.frames must be >= 2 (frame 0 is the input)")
+    if m.spatial_frames < 1 or m.spatial_frames > m.frames - 1:
+        raise VsynError(f"model.spatial_frames must be in 1..frames-1 ({m.frames - 1})")
+    if cfg.loss.kind not in ("wgan-gp", "hinge", "logistic"):
+        raise VsynError(f"loss.kind must be wgan-gp, hinge or logistic, not {cfg.loss.kind!r}")
+    if cfg.train.precision not in ("fp32", "bf16"):
+        raise VsynError(f"train.precision must be fp32 or bf16, not {cfg.train.precision!r}")
+    if cfg.train.distributed not in ("ddp", "deepspeed"):
+        raise VsynError(f"train.distributed must be ddp or deepspeed, not {cfg.train.distributed!r}")
+    if cfg.train.batch < 1 or cfg.train.n_critic < 1:
+        raise VsynError("train.batch and train.n_critic must be >= 1")
