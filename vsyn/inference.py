@@ -1,0 +1,119 @@
+"""Inference: load a generator from a snapshot and turn still images into clips.
+
+The one path used by `vsyn animate`, the TorchServe handler and the evaluation code, so that all three produce
+the same pixels for the same image and seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vsyn.config import Config, config_from_dict
+from vsyn.errors import VsynError
+from vsyn.snapshot import load_state, resolve_snapshot
+
+MAX_IMAGE_PIXELS = 64_000_000  # decompression-bomb guard for user images (checked before decoding pixels)
+
+
+def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Config]:
+    """Build the generator described by a snapshot's config.json and load its (EMA) weights, in eval mode."""
+    import json
+
+    from vsyn.nn import build_generator
+
+    weights, config_path = resolve_snapshot(path, ema=ema)
+    try:
+        cfg = config_from_dict(json.loads(config_path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise VsynError(f"config '{config_path}' is not valid JSON: {exc}") from None
+    generator = build_generator(cfg.model)
+    missing, unexpected = generator.load_state_dict(load_state(weights), strict=False)
+    if missing or unexpected:
+        raise VsynError(
+            f"weights '{weights}' do not fit the configured generator "
+            f"(missing {len(missing)} keys, e.g. {missing[:3]}; unexpected {len(unexpected)}, e.g. {unexpected[:3]})"
+        )
+    return generator.to(device).eval().requires_grad_(False), cfg
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file to uint8 (H, W, 3), with one clear error for anything unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise VsynError(f"image '{path}' does not exist")
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise VsynError(f"image '{path}' is too large ({img.width}x{img.height} pixels)")
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
+        raise VsynError(f"cannot read image '{path}': {exc}") from None
+
+
+def fit_image(image: np.ndarray, resolution: int) -> np.ndarray:
+    """Aspect-preserving resize of the short side to `resolution`, then center crop: no squashing."""
+    h, w = image.shape[:2]
+    if (h, w) == (resolution, resolution):
+        return image
+    scale = resolution / min(h, w)
+    nh, nw = max(resolution, round(h * scale)), max(resolution, round(w * scale))
+    resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.LANCZOS))
+    top, left = (nh - resolution) // 2, (nw - resolution) // 2
+    return np.ascontiguousarray(resized[top : top + resolution, left : left + resolution])
+
+
+def _as_float_images(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"numpy images must be uint8 (B,H,W,3), got {images.dtype} {images.shape}")
+        return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div(255)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"tensor images must be (B,3,H,W) in [0,1], got {tuple(images.shape)}")
+    return images.to(device=device, dtype=torch.float32)
+
+
+def sample_noise(generator: torch.nn.Module, seeds: Sequence[int], device: torch.device) -> torch.Tensor | None:
+    """Per-video noise, each from its own seeded RNG: a video depends on its seed only, not on its batch mates."""
+    parts = []
+    for seed in seeds:
+        rng = torch.Generator(device="cpu").manual_seed(int(seed))
+        noise = generator.sample_noise(1, generator=rng, device="cpu")
+        if noise is None:
+            return None
+        parts.append(noise)
+    return torch.cat(parts).to(device)
+
+
+@torch.no_grad()
+def animate(
+    generator: torch.nn.Module,
+    images: np.ndarray | torch.Tensor,
+    *,
+    num_frames: int | None = None,
+    seeds: Sequence[int] | None = None,
+    mask: np.ndarray | torch.Tensor | None = None,
+) -> np.ndarray:
+    """Images (uint8 (B,H,W,3) or float (B,3,H,W) in [0,1], at the model's resolution) -> uint8 (B,T,H,W,3).
+
+    Frame 0 is the input exactly. `mask` (B,1,H,W) in [0,1] marks where motion is allowed; elsewhere every frame
+    keeps the input's pixels. `seeds` (one per image, default 0) fix the latent noise of stochastic generators.
+    """
+    device = next(generator.parameters()).device
+    x = _as_float_images(images, device)
+    batch = x.shape[0]
+    seeds = list(seeds) if seeds is not None else [0] * batch
+    if len(seeds) != batch:
+        raise ValueError(f"{len(seeds)} seeds for {batch} images")
+    video = generator(x, num_frames=num_frames, noise=sample_noise(generator, seeds, device)).float()
+    if mask is not None:
+        m = torch.as_tensor(mask, device=device, dtype=torch.float32)
+        if m.shape != (batch, 1, *x.shape[2:]):
+            raise ValueError(f"mask must be (B,1,H,W) = {(batch, 1, *x.shape[2:])}, got {tuple(m.shape)}")
+        video = m[:, None] * video + (1 - m[:, None]) * x[:, None]
+    video[:, 0] = x
+    return video.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()

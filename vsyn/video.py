@@ -1,0 +1,118 @@
+"""Encode and decode short clips in memory with PyAV (no system ffmpeg, no torchvision video reader).
+
+Encoding settings are fixed (single-threaded x264/vp9, fixed CRF), so the same frames always give the same bytes:
+the serving contract "same seed, same bytes" relies on that.
+"""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from vsyn.errors import VsynError
+
+FORMATS = {
+    "mp4": ("mp4", "libx264", "yuv420p", {"crf": "17", "preset": "medium", "threads": "1"}),
+    "webm": ("webm", "libvpx-vp9", "yuv420p", {"crf": "20", "b": "0", "threads": "1", "row-mt": "0"}),
+    "gif": ("gif", "gif", "pal8", {}),
+}
+CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "gif": "image/gif"}
+
+
+def _even(frames: np.ndarray) -> np.ndarray:
+    """x264/vp9 with 4:2:0 chroma need even sides: pad odd ones by repeating the last row/column."""
+    _, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return frames
+
+
+def _palette_frames(frames: np.ndarray) -> list[av.VideoFrame]:
+    """GIF needs 8-bit palettes: one palette for the whole clip (from a median cut over its frames) keeps colours
+    stable over time, instead of per-frame palettes that flicker."""
+    t, h, w, _ = frames.shape
+    step = max(1, t // 8)
+    montage = Image.fromarray(np.concatenate(list(frames[::step]), axis=0))
+    palette_img = montage.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    rgb = np.asarray(palette_img.getpalette(), dtype=np.uint8)[: 256 * 3].reshape(-1, 3)
+    argb = np.zeros((256, 4), dtype=np.uint8)
+    argb[:, 0] = 255
+    argb[: len(rgb), 1:] = rgb
+    out = []
+    for frame in frames:
+        idx = Image.fromarray(frame).quantize(palette=palette_img, dither=Image.Dither.NONE)
+        out.append(av.VideoFrame.from_ndarray((np.asarray(idx, dtype=np.uint8), argb), format="pal8"))
+    return out
+
+
+def encode_video(frames: np.ndarray, fps: float = 25.0, fmt: str = "mp4") -> bytes:
+    """frames: uint8 (T, H, W, 3) -> encoded bytes of container `fmt` (mp4 | webm | gif)."""
+    if fmt not in FORMATS:
+        raise VsynError(f"unsupported video format {fmt!r} (use one of {', '.join(FORMATS)})")
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 (T,H,W,3), got {frames.dtype} {frames.shape}")
+    container_fmt, codec, pix_fmt, options = FORMATS[fmt]
+    if fmt != "gif":
+        frames = _even(frames)
+    buf = io.BytesIO()
+    rate = Fraction(fps).limit_denominator(1001)
+    # bitexact: no random segment UIDs or encoder version strings, so equal frames give equal bytes
+    with av.open(buf, mode="w", format=container_fmt, options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = pix_fmt
+        stream.options = dict(options)
+        stream.codec_context.flags |= av.codec.context.Flags.bitexact
+        video_frames = _palette_frames(frames) if pix_fmt == "pal8" else (
+            av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames
+        )
+        for vf in video_frames:
+            for packet in stream.encode(vf):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def decode_video(source: bytes | str | Path) -> np.ndarray:
+    """Decode every frame of a video (bytes or path) to uint8 (T, H, W, 3)."""
+    handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        with av.open(handle) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise VsynError(f"cannot decode video: {exc}") from None
+    if not frames:
+        raise VsynError("video has no frames")
+    return np.stack(frames)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0) -> Path:
+    """Write frames to `path`; the container follows the suffix (.mp4, .webm, .gif)."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    data = encode_video(frames, fps=fps, fmt=fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def video_grid(videos: np.ndarray, columns: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile uint8 (N, T, H, W, 3) clips into one (T, H', W', 3) clip, for sample sheets."""
+    n, t, h, w, c = videos.shape
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    grid = np.zeros((t, rows * (h + pad) + pad, columns * (w + pad) + pad, c), dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, columns)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        grid[:, y : y + h, x : x + w] = videos[i]
+    return grid
