@@ -1,0 +1,112 @@
+"""`vsyn export` and `vsyn serve start|stop|status`, contributed to the vsyn CLI through entry points."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from serve.config import ServerSettings
+from vsyn.errors import VsynError
+
+DEFAULT_RUN_DIR = "runs/serve"
+
+
+def register_export(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="build a TorchServe .mar from a checkpoint",
+        description="Package a checkpoint's EMA generator (safetensors + config), the vsyn handler and a "
+        "model-config.yaml into <model-store>/<name>.mar.",
+    )
+    p.add_argument("checkpoint", help="snapshot dir, run dir (newest complete checkpoint) or .safetensors file")
+    p.add_argument("--model-store", required=True, help="directory that receives <name>.mar")
+    p.add_argument("--name", default="vsyn", help="model name, also the URL path /predictions/<name> (default vsyn)")
+    p.add_argument("--version", default="1.0")
+    p.add_argument("--batch-size", type=int, default=8, help="max requests per generator call (default 8)")
+    p.add_argument("--max-batch-delay-ms", type=int, default=20, help="how long to wait to fill a batch (default 20)")
+    p.add_argument("--min-workers", type=int, default=1)
+    p.add_argument("--max-workers", type=int, default=1)
+    p.add_argument("--response-timeout", type=int, default=120, help="seconds per batch before TorchServe gives up")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="auto: GPU when present")
+    p.add_argument("--max-frames", type=int, default=128, help="largest 'frames' a request may ask for")
+    p.add_argument("--max-image-pixels", type=int, default=25_000_000, help="decompression-bomb cap per image")
+    p.add_argument("--force", action="store_true", help="overwrite an existing .mar")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from serve.archive import ServingOptions, export
+    from serve.protocol import Limits
+
+    options = ServingOptions(
+        batch_size=args.batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+        min_workers=args.min_workers,
+        max_workers=args.max_workers,
+        response_timeout_s=args.response_timeout,
+        device=args.device,
+        limits=Limits(max_frames=args.max_frames, max_image_pixels=args.max_image_pixels),
+    )
+    path = export(args.checkpoint, args.model_store, name=args.name, version=args.version, options=options,
+                  force=args.force)  # fmt: skip
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def register_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the TorchServe REST server (start | stop | status)",
+        description="Start, stop or probe a TorchServe whose config, logs, keys and temp files live in --run-dir. "
+        "REST contract: serve/README.md.",
+    )
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"server state directory (default {DEFAULT_RUN_DIR})")
+    p.add_argument("--model-store", help="directory with the .mar files (start only)")
+    p.add_argument("--model", action="append", metavar="NAME=FILE.mar", help="models to load (default vsyn=vsyn.mar)")
+    p.add_argument("--host", default="127.0.0.1", help="REST bind address (default 127.0.0.1; 0.0.0.0 = all)")
+    p.add_argument("--port", type=int, default=8080, help="inference port (default 8080)")
+    p.add_argument("--management-port", type=int, default=8081)
+    p.add_argument("--metrics-port", type=int, default=8082)
+    p.add_argument("--grpc-host", default="127.0.0.1")
+    p.add_argument("--grpc-port", type=int, default=7070, help="gRPC inference port (default 7070)")
+    p.add_argument("--grpc-management-port", type=int, default=7071)
+    p.add_argument("--max-request-mib", type=int, default=16, help="largest request body (default 16 MiB)")
+    p.add_argument("--max-response-mib", type=int, default=256, help="largest video returned (default 256 MiB)")
+    p.add_argument("--wait", type=float, default=180.0, help="seconds to wait for READY workers (start)")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serve import server
+
+    if args.action == "start":
+        if not args.model_store:
+            raise VsynError("vsyn serve start needs --model-store")
+        settings = ServerSettings(
+            model_store=args.model_store,
+            run_dir=args.run_dir,
+            host=args.host,
+            inference_port=args.port,
+            management_port=args.management_port,
+            metrics_port=args.metrics_port,
+            grpc_host=args.grpc_host,
+            grpc_inference_port=args.grpc_port,
+            grpc_management_port=args.grpc_management_port,
+            models=args.model or ["vsyn=vsyn.mar"],
+            max_request_mib=args.max_request_mib,
+            max_response_mib=args.max_response_mib,
+        )
+        health = server.start(settings, wait_s=args.wait)
+        print(f"serving {', '.join(health.models)} at {settings.url()} (keys: {settings.key_file}, "
+              f"logs: {settings.log_dir})")  # fmt: skip
+        return 0
+    settings = ServerSettings.load(args.run_dir)
+    if args.action == "stop":
+        print("stopped" if server.stop(settings) else "not running")
+        return 0
+    health = server.status(settings)
+    report = {"url": settings.url(), "running": health.running, "healthy": health.healthy, "ready": health.ready,
+              "models": health.models, "detail": health.detail}  # fmt: skip
+    print(json.dumps(report, indent=2))
+    return 0 if health.ready else 1

@@ -1,0 +1,273 @@
+"""The REST contract of `POST /predictions/<model>`: one TorchServe request in, one validated `VideoRequest` out.
+
+Everything a client controls is checked here before any tensor exists, and an image's dimensions are read from
+its header before a single pixel is decoded, so a hostile request costs a header parse and ends as a 4xx with a
+JSON reason instead of a dead worker. Pure PIL/numpy: testable without TorchServe or a model.
+
+Three request shapes (see serve/README.md):
+- raw image bytes as the body, options in `X-Vsyn-<Option>` headers (TorchServe 0.12 drops query strings);
+- multipart/form-data with an `image` part, an optional `mask` part and option fields;
+- application/json with base64 `image`/`mask` strings and option values.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import secrets
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vsyn.inference import fit_image
+from vsyn.video import CONTENT_TYPES
+
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+SIZE_POLICIES = ("native", "input")
+OPTIONS = ("frames", "fps", "format", "seed", "size")
+HEADER_PREFIX = "x-vsyn-"
+MAX_SEED = 2**63 - 1
+
+
+class RequestError(Exception):
+    """A request the client must fix; becomes an HTTP 4xx with a JSON body."""
+
+    REASONS = {400: "Bad Request", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content"}
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    @property
+    def phrase(self) -> str:
+        return self.REASONS.get(self.status, "Error")
+
+    def body(self) -> str:
+        # The same shape TorchServe uses for its own errors, so a client parses one kind of error.
+        return json.dumps({"code": self.status, "type": self.phrase.replace(" ", ""), "message": self.message})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; set per model in model-config.yaml (`handler:` section)."""
+
+    max_image_pixels: int = 25_000_000  # checked from the header, before decoding
+    max_aspect: float = 4.0  # wider panoramas would make `size=input` videos absurdly wide
+    min_frames: int = 2
+    max_frames: int = 128
+    min_fps: float = 1.0
+    max_fps: float = 60.0
+    default_fps: float = 25.0
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> Limits:
+        known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class VideoRequest:
+    image: np.ndarray  # uint8 (R, R, 3): the input at the model's resolution R
+    mask: np.ndarray | None  # float32 (1, R, R) in [0, 1], 1 = may move; None = everything may move
+    frames: int
+    fps: float
+    fmt: str  # mp4 | webm | gif
+    seed: int
+    out_size: tuple[int, int]  # (width, height) of the returned video
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.fmt]
+
+
+def _text(value: Any) -> Any:
+    return bytes(value).decode("utf-8", "replace").strip() if isinstance(value, (bytes, bytearray)) else value
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    value = _text(value)
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise RequestError(400, f"{name} must be an integer, got {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise RequestError(400, f"{name} must be an integer, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise RequestError(400, f"{name} must be in {lo}..{hi}, got {number}")
+    return number
+
+
+def _float(name: str, value: Any, lo: float, hi: float) -> float:
+    value = _text(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RequestError(400, f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not lo <= number <= hi:  # also rejects nan and inf
+        raise RequestError(400, f"{name} must be in {lo:g}..{hi:g}, got {value!r}")
+    return number
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    value = _text(value)
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise RequestError(400, f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value.lower()
+
+
+def open_image(data: Any, what: str, limits: Limits) -> Image.Image:
+    """Bytes -> RGB/L-ready PIL image, refusing anything but PNG/JPEG/WebP and anything over the pixel cap.
+
+    `Image.open` reads only the header; the cap is checked on those dimensions before `load()` decodes pixels.
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise RequestError(400, f"{what} must be binary image data")
+    if len(data) == 0:
+        raise RequestError(400, f"{what} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise RequestError(413, f"{what} has more pixels than the limit of {limits.max_image_pixels}") from None
+    except UnidentifiedImageError:
+        raise RequestError(415, f"{what} is not a PNG, JPEG or WebP image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RequestError(400, f"{what} could not be read (truncated or corrupt): {exc}") from None
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise RequestError(400, f"{what} has no pixels ({width}x{height})")
+    if width * height > limits.max_image_pixels:
+        raise RequestError(
+            413, f"{what} is {width}x{height} = {width * height} pixels; the limit is {limits.max_image_pixels}"
+        )
+    if max(width, height) / min(width, height) > limits.max_aspect:
+        raise RequestError(400, f"{what} is {width}x{height}; the aspect ratio may be at most {limits.max_aspect:g}:1")
+    try:
+        img.load()  # decode now: truncated or corrupt data fails here, inside our error handling
+        img = ImageOps.exif_transpose(img)  # phone photos: honour the orientation tag
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise RequestError(400, f"{what} could not be decoded (truncated or corrupt): {exc}") from None
+    return img
+
+
+def output_size(input_size: tuple[int, int], resolution: int, policy: str) -> tuple[int, int]:
+    """(width, height) of the returned video: the model's square, or the input's aspect with short side R.
+
+    Sides are even because x264/vp9 with 4:2:0 chroma need that.
+    """
+    if policy == "native":
+        return resolution, resolution
+    w, h = input_size
+    scale = resolution / min(w, h)
+    return max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
+
+
+def to_model_input(img: Image.Image, resolution: int, policy: str, mode: str = "RGB") -> np.ndarray:
+    """PIL image -> uint8 (R, R, 3) for RGB, (R, R) for L.
+
+    `native` uses vsyn's own fit (short side to R, centre crop), so the server gives `vsyn animate`'s pixels;
+    `input` squashes the whole picture into the square, to be stretched back to its aspect afterwards.
+    """
+    img = img.convert(mode) if img.mode != mode else img
+    if policy == "input":
+        return np.asarray(img.resize((resolution, resolution), Image.Resampling.LANCZOS), dtype=np.uint8)
+    return fit_image(np.asarray(img, dtype=np.uint8), resolution)
+
+
+def _decode_b64(name: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise RequestError(400, f"JSON field '{name}' must be a base64 string")
+    if value.startswith("data:") and "," in value:  # data URL: data:image/png;base64,....
+        value = value.split(",", 1)[1]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(400, f"JSON field '{name}' is not valid base64") from None
+
+
+def _split_fields(
+    fields: Mapping[str, Any], headers: Mapping[str, Any]
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(image bytes, mask bytes or None, raw options) from whichever request shape the client used."""
+    body = fields.get("body", fields.get("data"))
+    body_type = str((headers.get("body") or {}).get("content-type", "")) if isinstance(headers.get("body"), dict) else ""
+    if body is not None and len(fields) == 1:
+        if isinstance(body, (bytes, bytearray)) and body_type.split(";")[0].strip().lower() == "application/json":
+            try:
+                body = json.loads(bytes(body).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise RequestError(400, f"body is not valid JSON: {exc}") from None
+        if isinstance(body, dict):  # JSON (TorchServe already parsed an exact application/json body)
+            unknown = sorted(set(body) - {"image", "mask", *OPTIONS})
+            if unknown:
+                raise RequestError(400, f"unknown JSON fields {unknown} (known: image, mask, {', '.join(OPTIONS)})")
+            if "image" not in body:
+                raise RequestError(400, "JSON body needs an 'image' field (base64)")
+            mask = _decode_b64("mask", body["mask"]) if body.get("mask") is not None else None
+            return _decode_b64("image", body["image"]), mask, {k: body[k] for k in OPTIONS if k in body}
+        if isinstance(body, (list, str, int, float)) or body is None:
+            raise RequestError(400, "send the image as raw bytes, multipart/form-data or a JSON object")
+        options = {}
+        for key, value in headers.items():  # raw body: options travel in X-Vsyn-* headers
+            if isinstance(key, str) and key.lower().startswith(HEADER_PREFIX):
+                name = key.lower()[len(HEADER_PREFIX) :]
+                if name not in OPTIONS:
+                    raise RequestError(400, f"unknown option header {key!r} (known: {', '.join(OPTIONS)})")
+                options[name] = value
+        return body, None, options
+    unknown = sorted(set(fields) - {"image", "mask", *OPTIONS})
+    if unknown:
+        raise RequestError(400, f"unknown form fields {unknown} (known: image, mask, {', '.join(OPTIONS)})")
+    if "image" not in fields:
+        raise RequestError(400, "multipart request needs an 'image' part")
+    return fields["image"], fields.get("mask"), {k: fields[k] for k in OPTIONS if k in fields}
+
+
+def parse_request(
+    fields: Mapping[str, Any],
+    headers: Mapping[str, Any],
+    *,
+    resolution: int,
+    default_frames: int,
+    limits: Limits,
+) -> VideoRequest:
+    """Validate one TorchServe request (`fields`: its parameters, `headers`: request and part headers)."""
+    image_data, mask_data, raw = _split_fields(fields, headers)
+    frames = _int("frames", raw["frames"], limits.min_frames, limits.max_frames) if "frames" in raw else default_frames
+    fps = _float("fps", raw["fps"], limits.min_fps, limits.max_fps) if "fps" in raw else limits.default_fps
+    fmt = _choice("format", raw.get("format", "mp4"), tuple(CONTENT_TYPES))
+    policy = _choice("size", raw.get("size", "native"), SIZE_POLICIES)
+    seed = _int("seed", raw["seed"], 0, MAX_SEED) if "seed" in raw else secrets.randbelow(MAX_SEED)
+
+    img = open_image(image_data, "image", limits)
+    mask = None
+    if mask_data is not None:
+        mask_img = open_image(mask_data, "mask", limits)
+        if mask_img.size != img.size:
+            raise RequestError(400, f"mask is {mask_img.size[0]}x{mask_img.size[1]}; it must match the image's "
+                                    f"{img.size[0]}x{img.size[1]}")  # fmt: skip
+        mask = to_model_input(mask_img, resolution, policy, mode="L").astype(np.float32)[None] / 255.0
+    return VideoRequest(
+        image=to_model_input(img, resolution, policy),
+        mask=mask,
+        frames=frames,
+        fps=fps,
+        fmt=fmt,
+        seed=seed,
+        out_size=output_size(img.size, resolution, policy),
+    )
+
+
+def resize_video(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> (T, size[1], size[0], 3); a no-op at the same size."""
+    w, h = size
+    if frames.shape[1:3] == (h, w):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC)) for f in frames])

@@ -1,0 +1,133 @@
+"""The one-pass evaluator with small random detectors on procedural clips: oracle and copy-frame-0 generators,
+the real-statistics cache, errors, directions, and the distributed path (2 gloo ranks == 1 process)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vsyn.errors import VsynError
+from vsyn.metrics import METRICS, EvalSettings, evaluate, run_snapshot_metrics, selection_score
+from vsyn.metrics.utils import copy_first_frame
+
+from .helpers import Oracle, TinyImageDetector, TinyVideoDetector, loader_from, procedural_clips
+
+pytest.importorskip("shards.procedural")
+NAMES = ["fvd16", "fid", "psnr", "ssim", "motion"]
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return procedural_clips(8, 32, 17)
+
+
+def settings(tmp_path, n=8, **kw) -> EvalSettings:
+    return EvalSettings(n=n, batch=4, cache_dir=str(tmp_path / "cache"),
+                        detectors={"i3d-videogpt": TinyVideoDetector(), "inception-fid": TinyImageDetector()},
+                        detector_sha256={"i3d-videogpt": "a" * 64, "inception-fid": "b" * 64},
+                        protocol_overrides={"resize": "none", "size": 32}, **kw)
+
+
+def test_oracle_generator_scores_perfectly(clips, tmp_path):
+    values, cards = evaluate(Oracle(clips), loader_from(clips), NAMES, "mem://procedural", settings(tmp_path))
+    assert abs(values["fvd16"]) < 1e-6 and abs(values["fid"]) < 1e-6  # float64 cancellation of equal traces
+    assert values["psnr"] == 100.0 and values["ssim"] == pytest.approx(1.0, abs=1e-12)
+    assert values["motion_leak"] == 0.0 and values["motion_drift"] == 0.0
+    card = cards["fvd16"].to_dict()
+    assert card["protocol"]["n"] == 8 and card["protocol"]["start"] == 1 and card["detector_sha256"] == "a" * 64
+    assert card["result"]["n_generated_rows"] == 8
+    assert cards["fid"].result["n_generated_rows"] == 8 * 16  # 16 generated frames per clip, frame 0 excluded
+
+
+def test_copy_first_frame_and_cache(clips, tmp_path):
+    s = settings(tmp_path)
+    first, _ = evaluate(copy_first_frame, loader_from(clips), NAMES, "mem://procedural", s)
+    assert first["fvd16"] > 0.1 and first["fid"] > 0.01 and first["psnr"] < 100
+    assert first["motion_speed_ratio"] < 1e-4 and first["motion_leak"] == 0.0
+    cached = sorted((tmp_path / "cache").glob("*.npz"))
+    assert [p.name.split("-")[0] for p in cached] == ["fid", "fvd16"]
+    card = json.loads(str(np.load(cached[1])["card"]))
+    assert card["protocol"]["name"] == "fvd16"
+    # Second run: real statistics come from the cache. Poison the cached real mean to prove it is what is used.
+    with np.load(cached[1]) as z:
+        poisoned = {k: z[k] for k in z.files}
+    poisoned["mu"] = poisoned["mu"] + 1.0
+    np.savez(cached[1], **poisoned)
+    again, _ = evaluate(copy_first_frame, loader_from(clips), NAMES, "mem://procedural", s)
+    assert again["fid"] == first["fid"] and again["psnr"] == first["psnr"]
+    assert again["fvd16"] != pytest.approx(first["fvd16"])  # the cached (poisoned) statistics were used
+    other, _ = evaluate(copy_first_frame, loader_from(clips), NAMES, "mem://other-data", s)  # other data: new key
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 4 and other["fvd16"] == pytest.approx(first["fvd16"])
+
+
+def test_too_few_clips_is_an_error(clips, tmp_path):
+    with pytest.raises(VsynError, match="only 8 clips"):
+        evaluate(copy_first_frame, loader_from(clips), ["psnr"], "mem://x", settings(tmp_path, n=16))
+
+
+def test_short_clips_are_an_error(tmp_path):
+    short = procedural_clips(4, 32, 9)
+    with pytest.raises(VsynError, match="need 17"):
+        evaluate(copy_first_frame, loader_from(short), ["fvd16"], "mem://x", settings(tmp_path, n=4))
+
+
+def test_unknown_metric(tmp_path, clips):
+    with pytest.raises(VsynError, match="unknown metric"):
+        evaluate(copy_first_frame, loader_from(clips), ["fvd17"], "mem://x", settings(tmp_path))
+
+
+def test_selection_directions():
+    assert selection_score("fvd16", 100.0) == 100.0
+    assert selection_score("psnr", 30.0) == -30.0 and selection_score("ssim", 0.9) == -0.9
+    assert selection_score("motion", 0.5) == 0.5
+    assert all(isinstance(m.lower_is_better, bool) for m in METRICS.values())
+
+
+def test_run_snapshot_metrics_with_a_generator_module(clips, tmp_path):
+    from vsyn.config import load_config
+    from vsyn.nn import build_generator
+
+    cfg = load_config("tiny-cpu")
+    cfg.model.frames = 17
+    gen = build_generator(cfg.model).train()
+    values = run_snapshot_metrics(gen, cfg, ["psnr", "ssim", "motion"], "mem://procedural", 4,
+                                  settings=settings(tmp_path, n=4), loader=loader_from(clips))
+    assert set(values) == {"psnr", "ssim", "motion_epe", "motion_speed_ratio", "motion_leak", "motion_drift",
+                           "motion_psnr"}
+    assert all(np.isfinite(v) for v in values.values())
+    assert gen.training  # mode restored for the trainer
+
+
+def _rank_main(rank: int, world: int, port: int, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        from pathlib import Path
+
+        all_clips = procedural_clips(8, 32, 17)
+        mine = all_clips[rank::world]  # each rank reads its own shards
+        s = settings(Path(out) / f"r{rank}")
+        values, _ = evaluate(copy_first_frame, loader_from(mine, batch=3), NAMES,
+                             "mem://procedural", s)
+        torch.save(values, Path(out) / f"values{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_one_process(clips, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.multiprocessing.spawn(_rank_main, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    single, _ = evaluate(copy_first_frame, loader_from(clips), NAMES, "mem://procedural", settings(tmp_path / "one"))
+    for rank in range(2):
+        got = torch.load(tmp_path / f"values{rank}.pt")
+        assert got.keys() == single.keys()
+        for k in single:
+            # float32 detector outputs differ in the last bits with another batch grouping: hence 1e-6, not 1e-12
+            assert got[k] == pytest.approx(single[k], rel=1e-6, abs=1e-6), k

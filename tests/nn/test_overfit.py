@@ -1,0 +1,48 @@
+"""The style-based generator can represent motion: a short supervised run (L1 to the true future frames) on four
+fixed procedural clips cuts the error at least 5×."""
+
+import numpy as np
+import pytest
+import torch
+
+from shards.procedural import make_clip
+from vsyn.nn import StyleRNNGenerator
+
+SIZE, FRAMES, STEPS = 32, 5, 250
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads spin-wait and run ~10× slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _clips() -> torch.Tensor:  # (4, T, 3, H, W) in [0, 1]
+    video = np.stack([make_clip(seed, SIZE, FRAMES)["video"] for seed in range(4)])
+    return torch.from_numpy(video).permute(0, 1, 4, 2, 3).float() / 255
+
+
+def test_supervised_overfit_cuts_l1_five_fold(one_thread):
+    torch.manual_seed(0)
+    clips = _clips()
+    image, future = clips[:, 0], clips[:, 1:]
+    g = StyleRNNGenerator(SIZE, ch=8, frames=FRAMES, style_dim=64)
+    opt = torch.optim.Adam(g.parameters(), lr=3e-3, betas=(0.5, 0.999))
+
+    def l1() -> float:
+        with torch.no_grad():
+            return (g.eval()(image)[:, 1:] - future).abs().mean().item()
+
+    before = l1()
+    g.train()
+    for _ in range(STEPS):
+        loss = (g(image)[:, 1:] - future).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    after = l1()
+    copy_input = (image[:, None] - future).abs().mean().item()
+    assert after * 5 <= before, f"L1 {before:.4f} -> {after:.4f} (copying frame 0 scores {copy_input:.4f})"

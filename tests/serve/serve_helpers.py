@@ -1,0 +1,41 @@
+"""Helpers shared by the serving tests (plain functions, importable at collection time)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from serve.config import ServerSettings
+from serve.server import free_ports
+
+
+def server_settings(model_store: Path, run_dir: Path, **overrides) -> ServerSettings:
+    ports = free_ports(5)
+    return ServerSettings(
+        model_store=model_store,
+        run_dir=run_dir,
+        inference_port=ports[0],
+        management_port=ports[1],
+        metrics_port=ports[2],
+        grpc_inference_port=ports[3],
+        grpc_management_port=ports[4],
+        **overrides,
+    )
+
+
+def landscape(width: int = 32, height: int = 32) -> np.ndarray:
+    """A smooth synthetic landscape (sky gradient over darker ground): compresses well, so codec error is small."""
+    y = np.linspace(0, 1, height)[:, None]
+    x = np.linspace(0, 1, width)[None, :]
+    sky = np.stack([90 + 80 * y + 0 * x, 140 + 60 * y + 0 * x, 230 - 30 * y + 0 * x], -1)
+    ground = np.stack([60 + 40 * x + 0 * y, 110 + 30 * x + 0 * y, 50 + 0 * x + 0 * y], -1)
+    return np.where((y > 0.6)[..., None], ground, sky).clip(0, 255).astype(np.uint8)
+
+
+def encode_image(array: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, fmt, **kwargs)
+    return buf.getvalue()

@@ -1,0 +1,275 @@
+"""``make_loader``: WebDataset shards -> batches of uint8 clips, in a training or an evaluation regime.
+
+Training: every (rank, worker) draws shards at random with replacement from its own seeded stream (so streams are
+independent and the run never runs dry), shuffles raw samples in a buffer, and the loader yields a fixed number of
+batches per epoch, the same on every rank, so DDP ranks stay in lock-step.
+Evaluation: shards are dealt to (rank, worker) pairs -- or, with fewer shards than readers, samples are dealt by
+index -- so one pass yields every readable sample exactly once across all ranks and workers; the last batch may
+be short.
+
+Batches: ``video`` uint8 (B,T,3,H,W) (normalise on the device), ``__key__`` list of str, and when every clip has
+them ``flow`` float32 (B,T-1,2,H,W) and ``mask`` uint8 (B,H,W). Faults are counted in ``loader.skipped``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vsyn.data.clips import Clip, crop, hflip, window, window_flow
+from vsyn.data.decode import decode_flow, decode_mask, decode_video, metadata, num_frames
+from vsyn.data.faults import FATAL_KEY, FAULTS_KEY, FaultLog, FaultReport, NothingReadable, NullFaultLog
+from vsyn.data.samples import Shard, read_shard
+from vsyn.data.urls import resolve, total_samples
+from vsyn.errors import VsynError
+
+MODES = ("train", "eval")
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM and SIGUSR2: the trainer's main process handles them (checkpoint, requeue)
+    and then shuts the workers down itself; a worker dying first would only turn that into a crash."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(rank, world size): explicit values, else torch.distributed, else the RANK/WORLD_SIZE environment."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What one clip of a batch looks like, and how it may be augmented (training only)."""
+
+    frames: int
+    stride: int = 1
+    size: int | None = None  # crop to size x size (random position with random_crop); None keeps the stored size
+    flip: bool = True
+    random_crop: bool = False
+
+
+def _shuffle(samples: Iterator[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
+    buffer: list[dict] = []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        i = int(rng.integers(len(buffer)))
+        buffer[i], sample = sample, buffer[i]
+        yield sample
+    rng.shuffle(buffer)  # type: ignore[arg-type]
+    yield from buffer
+
+
+def _collate(items: list[tuple[str, Clip]]) -> dict:
+    clips = [c for _, c in items]
+    batch: dict = {
+        "video": torch.from_numpy(np.stack([c.video for c in clips])).permute(0, 1, 4, 2, 3).contiguous(),
+        "__key__": [k for k, _ in items],
+    }
+    if all(c.flow is not None for c in clips):
+        batch["flow"] = torch.from_numpy(np.stack([c.flow for c in clips]).astype(np.float32))
+    if all(c.mask is not None for c in clips):
+        batch["mask"] = torch.from_numpy(np.stack([c.mask for c in clips]).astype(np.uint8))
+    return batch
+
+
+class ClipDataset(IterableDataset):
+    """The per-worker pipeline: shards -> raw samples -> clips -> batches, with faults attached to each batch."""
+
+    def __init__(
+        self,
+        shards: list[Shard],
+        spec: ClipSpec,
+        *,
+        batch_size: int,
+        train: bool,
+        shuffle_buffer: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+    ) -> None:
+        self.shards, self.spec, self.batch_size, self.train = shards, spec, batch_size, train
+        self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        faults = FaultLog([s.url for s in self.shards], limit=max(100, 10 * len(self.shards)))
+        rng = np.random.default_rng([self.seed, self.rank, worker])
+        try:
+            if self.train:
+                raw = _shuffle(self._resampled(rng, faults), self.shuffle_buffer, rng)
+            else:
+                raw = self._dealt(self.rank * workers + worker, self.world_size * workers, faults)
+            for batch in self._batches(self._clips(raw, rng if self.train else None, faults)):
+                batch[FAULTS_KEY] = faults.drain()
+                yield batch
+        except NothingReadable as exc:
+            yield {FAULTS_KEY: faults.drain(), FATAL_KEY: str(exc)}
+            return
+        if faults.pending:
+            yield {FAULTS_KEY: faults.drain()}
+
+    def _resampled(self, rng: np.random.Generator, faults: FaultLog) -> Iterator[dict]:
+        while True:
+            yield from read_shard(self.shards[int(rng.integers(len(self.shards)))], faults)
+
+    def _dealt(self, reader: int, readers: int, faults: FaultLog) -> Iterator[dict]:
+        if len(self.shards) >= readers:
+            for shard in self.shards[reader::readers]:
+                yield from read_shard(shard, faults)
+            return
+        index = 0  # fewer shards than readers: all read everything, each keeps every readers-th sample
+        for i, shard in enumerate(self.shards):
+            for sample in read_shard(shard, faults if i % readers == reader else NullFaultLog()):
+                if index % readers == reader:
+                    yield sample
+                index += 1
+
+    def _clips(self, raw: Iterator[dict], rng: np.random.Generator | None, faults: FaultLog) -> Iterator[tuple]:
+        shape: tuple | None = None
+        for sample in raw:
+            try:
+                clip = self._clip(sample, rng)
+                if shape is None:
+                    shape = clip.video.shape
+                elif clip.video.shape != shape:
+                    raise ValueError(f"clip shape {clip.video.shape} differs from {shape} (pass size= to crop)")
+            except Exception as exc:  # an undecodable sample costs the sample
+                faults.add(f"{sample['__url__']}#{sample['__key__']}", f"{type(exc).__name__}: {exc}")
+                continue
+            faults.ok()
+            yield sample["__key__"], clip
+
+    def _clip(self, sample: dict, rng: np.random.Generator | None) -> Clip:
+        spec = self.spec
+        meta = metadata(sample)
+        indices = window(num_frames(sample, meta), spec.frames, spec.stride, rng)
+        flow = decode_flow(sample)
+        clip = Clip(
+            decode_video(sample, meta, indices),
+            window_flow(flow, indices) if flow is not None else None,
+            decode_mask(sample),
+        )
+        if spec.size is not None and clip.video.shape[1:3] != (spec.size, spec.size):
+            clip = crop(clip, spec.size, rng if spec.random_crop else None)
+        if spec.flip and rng is not None and rng.random() < 0.5:
+            clip = hflip(clip)
+        return clip
+
+    def _batches(self, clips: Iterator[tuple]) -> Iterator[dict]:
+        items: list[tuple] = []
+        for item in clips:
+            items.append(item)
+            if len(items) == self.batch_size:
+                yield _collate(items)
+                items = []
+        if items and not self.train:
+            yield _collate(items)
+
+
+class ShardLoader:
+    """Iterable of batch dicts. ``skipped`` is the number of skipped shards and samples so far, summed over workers;
+    ``len()`` is the batches per epoch (training with a known epoch size only)."""
+
+    def __init__(self, loader: DataLoader, *, train: bool, steps_per_epoch: int | None, urls: list[str]) -> None:
+        self._loader, self.train, self.steps_per_epoch, self.urls = loader, train, steps_per_epoch, urls
+        self.report = FaultReport()
+        self._stream: Iterator[dict] | None = None  # training: one endless stream shared by all epochs
+
+    @property
+    def skipped(self) -> int:
+        return self.report.skipped
+
+    def __len__(self) -> int:
+        if self.steps_per_epoch is None:
+            raise TypeError("this training loader is endless: no epoch size (pass epoch_samples or use a manifest)")
+        return self.steps_per_epoch
+
+    def _batches(self, items: Iterator[dict]) -> Iterator[dict]:
+        for item in items:
+            self.report.record(item.pop(FAULTS_KEY, []))
+            if FATAL_KEY in item:
+                raise VsynError(item[FATAL_KEY])
+            if "video" in item:
+                yield item
+
+    def __iter__(self) -> Iterator[dict]:
+        if not self.train:
+            n = 0
+            for batch in self._batches(iter(self._loader)):
+                n += 1
+                yield batch
+            if n == 0 and self.report.skipped:
+                bad = ", ".join(f"{u} ({r})" for u, r in list(self.report.first_reason.items())[:5])
+                raise VsynError(f"no readable samples in {len(self.urls)} shard(s): {bad}")
+            return
+        if self._stream is None:
+            self._stream = self._batches(iter(self._loader))
+        for step, batch in enumerate(self._stream, start=1):
+            yield batch
+            if step == self.steps_per_epoch:
+                return
+
+
+def make_loader(
+    urls: str | Sequence[str],
+    *,
+    frames: int,
+    batch_size: int,
+    mode: str = "train",
+    stride: int = 1,
+    size: int | None = None,
+    flip: bool = True,
+    random_crop: bool = False,
+    workers: int = 2,
+    shuffle_buffer: int = 256,
+    seed: int = 0,
+    epoch_samples: int | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    pin_memory: bool = False,
+    timeout_s: float = 600.0,
+) -> ShardLoader:
+    """Batches of ``batch_size`` clips of ``frames`` frames from the shards behind ``urls``.
+
+    ``epoch_samples``: clips per epoch over all ranks (training; default: the manifest's count, else endless).
+    ``rank``/``world_size``: override torch.distributed/env, e.g. ``0, 1`` to read the same stream on every rank.
+    ``timeout_s``: a worker that yields no batch for this long raises instead of hanging the run.
+    """
+    if mode not in MODES:
+        raise VsynError(f"data mode must be one of {MODES}, not {mode!r}")
+    if frames < 1 or batch_size < 1 or stride < 1:
+        raise VsynError(f"frames, batch_size and stride must be >= 1 (got {frames}, {batch_size}, {stride})")
+    shards = resolve(urls)
+    rank, world_size = dist_info(rank, world_size)
+    train = mode == "train"
+    spec = ClipSpec(frames=frames, stride=stride, size=size, flip=flip, random_crop=random_crop)
+    dataset = ClipDataset(
+        shards, spec, batch_size=batch_size, train=train, shuffle_buffer=shuffle_buffer if train else 0,
+        seed=seed, rank=rank, world_size=world_size,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=worker_init_fn,
+        pin_memory=pin_memory,
+        timeout=timeout_s if workers > 0 else 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    epoch_samples = epoch_samples if epoch_samples is not None else total_samples(shards)
+    steps = max(1, epoch_samples // (batch_size * world_size)) if train and epoch_samples is not None else None
+    return ShardLoader(loader, train=train, steps_per_epoch=steps, urls=[s.url for s in shards])

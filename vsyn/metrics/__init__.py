@@ -1,0 +1,59 @@
+"""vsyn's metrics: FVD/FID with the published detectors, PSNR/SSIM/LPIPS, and a ground-truth motion benchmark.
+
+One file per metric (`fvd`, `fid`, `psnr`, `ssim`, `lpips`, `motion`), the detectors (`i3d`, `inception`), the
+Fréchet distance (`frechet`), explicit protocols and cards (`protocol`), the one-pass runner (`evaluate`) and shared
+plumbing (`utils`). Direction of every scalar: `METRICS[name].lower_is_better`; `selection_score` maps any metric to
+lower-is-better for best-checkpoint selection.
+
+Weights (never downloaded), by environment variable or `vsyn eval --*-weights`:
+  VSYN_I3D_PATH (i3d_pretrained_400.pt), VSYN_I3D_TORCHSCRIPT_PATH (i3d_torchscript.pt),
+  VSYN_INCEPTION_PATH (pt_inception-2015-12-05-6726825d.pth), VSYN_LPIPS_PATH (alex.pth v0.1) +
+  VSYN_ALEXNET_PATH (alexnet-owt-7be5be79.pth). Real statistics cache: VSYN_STATS_CACHE.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vsyn.metrics.evaluate import (ALL_METRICS, METRICS, EvalSettings, build_protocols, evaluate, parse_metrics,
+                                   required_frames, selection_score)
+from vsyn.metrics.frechet import FrechetError, frechet_distance
+from vsyn.metrics.protocol import Protocol, ProtocolCard, standard_protocol
+
+__all__ = ["ALL_METRICS", "METRICS", "EvalSettings", "FrechetError", "Protocol", "ProtocolCard", "evaluate",
+           "frechet_distance", "run_snapshot_metrics", "selection_score", "standard_protocol"]
+
+
+def make_eval_loader(data_url: str, frames: int, batch_size: int, **kwargs: Any):
+    """The shard reader in eval mode (fixed order, no augmentation); imported lazily (vsyn.data is optional here)."""
+    from vsyn.data import make_loader
+
+    return make_loader(data_url, frames=frames, batch_size=batch_size, mode="eval", **kwargs)
+
+
+def run_snapshot_metrics(generator: Any, cfg: Any, names: list[str], data_url: str, n: int,
+                         settings: EvalSettings | None = None, loader: Any = None) -> dict[str, float]:
+    """What the trainer calls at a snapshot: `names` over `n` clips of `data_url`, as {metric: value}.
+
+    Keys: fvd16, fvd128, fid, psnr, ssim, lpips as named; 'motion' expands to motion_epe, motion_speed_ratio,
+    motion_leak, motion_drift, motion_psnr. Direction per key in `METRICS`; pick the best snapshot by the smallest
+    `selection_score(name, value)`. Detector weights come from the environment variables (see module doc).
+    Call it on every rank when distributed: each rank evaluates its share and all get the same values.
+    """
+    import torch
+
+    names = parse_metrics(names)
+    if settings is None:
+        device = next(iter(generator.parameters())).device if isinstance(generator, torch.nn.Module) else "cpu"
+        settings = EvalSettings(n=n, device=str(device), seed=int(getattr(getattr(cfg, "train", None), "seed", 0)))
+    settings.n = n
+    if loader is None:
+        need = required_frames(names, build_protocols(names, settings))
+        loader = make_eval_loader(data_url, frames=need, batch_size=settings.batch)
+    was_training = isinstance(generator, torch.nn.Module) and generator.training
+    try:
+        values, _ = evaluate(generator, loader, names, data_url, settings)
+    finally:
+        if was_training:
+            generator.train()
+    return values

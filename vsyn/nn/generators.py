@@ -1,0 +1,179 @@
+"""Image-to-video generators: the style-modulated recurrent generator (method.md §1) and DVD-GAN-S (§2).
+
+Both take an image (B, 3, H, W) in [0, 1] and return a video (B, T, 3, H, W) in [0, 1] whose frame 0 is the image
+itself. Each pyramid level runs one ConvGRU over time, seeded with the encoder feature at that level; every frame of
+a level is then decoded in one batched pass (B·T' frames), so only the GRU recurrence loops over time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from vsyn.nn.layers import BNResBlock, ConvGRU, DownBlock, StyledConv, ToRGB
+
+# Channel multipliers per decoder level (coarse to fine); a generator of `depth` levels keeps the last depth+1.
+CH_MULT = (8, 8, 8, 8, 8, 8, 4, 2, 1)
+
+
+def pyramid_depth(resolution: int, start_fp: int, max_fp: int) -> int:
+    """Number of GRU levels: min(max_fp, log2(resolution) − start_fp) (the original's sizing rule, §1.2)."""
+    log_res = int(math.log2(resolution))
+    assert 2**log_res == resolution, f"resolution must be a power of two, not {resolution}"
+    return min(max_fp, log_res - start_fp)
+
+
+def _check_image(image: Tensor, resolution: int) -> None:
+    assert image.ndim == 4 and image.shape[1:] == (3, resolution, resolution), (
+        f"image must be (B, 3, {resolution}, {resolution}), got {tuple(image.shape)}"
+    )
+
+
+class Encoder(nn.Module):
+    """SN stem conv, then one down ResBlock per level. Returns the pyramid coarse → fine (index 0 = coarsest)."""
+
+    def __init__(self, widths: list[int], *, sn_blocks: bool):
+        """`widths`: channels fine → coarse, widths[0] being the stem's output."""
+        super().__init__()
+        self.stem = spectral_norm(nn.Conv2d(3, widths[0], 3, padding=1))
+        self.blocks = nn.ModuleList(DownBlock(a, b, sn=sn_blocks) for a, b in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        h, feats = self.stem(x), []
+        for block in self.blocks:
+            h = block(h)
+            feats.append(h)
+        return feats[::-1]
+
+
+class StyleRNNGenerator(nn.Module):
+    """The proposed generator (`style2`): encoder pyramid, per-level ConvGRUs seeded by the encoder features, a learned
+    constant as the coarsest GRU input, StyleGAN2 modulated convs driven by one style vector predicted from the image.
+
+    Beyond the original: `latent_noise=True` adds a per-video z (noise_dim) mapped linearly onto the constant input,
+    so one image can have several futures; with it off the network is the original's, parameter for parameter.
+    """
+
+    def __init__(
+        self,
+        resolution: int = 128,
+        ch: int = 32,
+        frames: int = 25,
+        start_fp: int = 2,
+        max_fp: int = 5,
+        style_dim: int = 256,
+        latent_noise: bool = False,
+        noise_dim: int = 64,
+    ):
+        super().__init__()
+        self.resolution, self.frames, self.style_dim = resolution, frames, style_dim
+        self.depth = pyramid_depth(resolution, start_fp, max_fp)
+        self.latent = resolution >> self.depth
+        if self.depth < 1 or self.latent < 4:
+            raise ValueError(f"start_fp={start_fp}, max_fp={max_fp} give depth {self.depth}, latent {self.latent}")
+        widths = [m * ch for m in CH_MULT[-(self.depth + 1) :]]  # coarse → fine, widths[depth] == ch
+        self.encoder = Encoder(widths[::-1], sn_blocks=False)
+        top = widths[0]
+        side = self.latent // 4
+        self.style_head = nn.Sequential(
+            DownBlock(top, top),
+            DownBlock(top, 4 * ch),
+            nn.Flatten(),
+            nn.Linear(4 * ch * side * side, style_dim),
+            nn.Sigmoid(),
+        )
+        self.const = nn.Parameter(torch.randn(top, self.latent, self.latent))
+        self.noise_dim = noise_dim if latent_noise else 0
+        self.noise_proj = nn.Linear(noise_dim, top * self.latent**2) if latent_noise else None
+        self.grus = nn.ModuleList(ConvGRU(w, w) for w in widths[:-1])
+        self.up_convs = nn.ModuleList(StyledConv(w, w, style_dim, up=True) for w in widths[:-1])
+        self.convs = nn.ModuleList(StyledConv(a, b, style_dim) for a, b in zip(widths[:-1], widths[1:]))
+        self.to_rgb = ToRGB(ch, style_dim)
+
+    def sample_noise(
+        self, batch: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor | None:
+        """Per-video latent z (B, noise_dim), or None when built without latent noise."""
+        if self.noise_proj is None:
+            return None
+        return torch.randn(batch, self.noise_dim, generator=generator, device=device)
+
+    def forward(self, image: Tensor, num_frames: int | None = None, noise: Tensor | None = None) -> Tensor:
+        """image (B, 3, H, W) in [0,1] -> video (B, T, 3, H, W) in [0,1], T = num_frames or `frames`."""
+        _check_image(image, self.resolution)
+        steps = (num_frames or self.frames) - 1
+        assert steps >= 1, "num_frames must be >= 2"
+        b = image.shape[0]
+        feats = self.encoder(image * 2 - 1)
+        style = self.style_head(feats[0])  # (B, style_dim)
+        x = self.const.expand(b, 1, *self.const.shape)  # (B, 1, C0, l, l): the same input at every step
+        if self.noise_proj is not None:
+            if noise is None:
+                noise = self.sample_noise(b, device=image.device)
+            assert noise.shape == (b, self.noise_dim), noise.shape
+            x = x + self.noise_proj(noise).reshape(b, 1, *self.const.shape)
+        for gru, up_conv, conv, h0 in zip(self.grus, self.up_convs, self.convs, feats):
+            h = gru(x, h0, steps)  # (B, T', C, r, r)
+            y = conv(up_conv(h.flatten(0, 1), style), style)  # all B·T' frames at once
+            x = y.reshape(b, steps, *y.shape[1:])
+        rgb = torch.tanh(self.to_rgb(x.flatten(0, 1), style)).reshape(b, steps, 3, *image.shape[-2:])
+        # Concatenating the image itself (not (2x−1+1)/2) keeps frame 0 bit-exact.
+        return torch.cat([image[:, None], (rgb + 1) / 2], dim=1)
+
+
+class DVDGANGenerator(nn.Module):
+    """DVD-GAN-S baseline: 4 levels whatever the resolution (coarsest grid res/16), SN everywhere, BatchNorm residual
+    decoder, and Gaussian noise as the coarsest GRU input (the same tensor at every step)."""
+
+    LEVELS = 4
+
+    def __init__(self, resolution: int = 128, ch: int = 32, frames: int = 25):
+        super().__init__()
+        self.resolution, self.frames = resolution, frames
+        self.latent = resolution // 2**self.LEVELS
+        widths = [8 * ch, 8 * ch, 4 * ch, 2 * ch, ch]  # coarse → fine
+        self.encoder = Encoder(widths[::-1], sn_blocks=True)
+        self.grus = nn.ModuleList(ConvGRU(w, w, gate_gain=0.02) for w in widths[:-1])
+        self.up_blocks = nn.ModuleList(BNResBlock(w, w, up=True) for w in widths[:-1])
+        self.blocks = nn.ModuleList(BNResBlock(a, b, up=False) for a, b in zip(widths[:-1], widths[1:]))
+        self.to_rgb = spectral_norm(nn.Conv2d(ch, 3, 3, padding=1))
+        self.noise_shape = (widths[0], self.latent, self.latent)
+
+    def sample_noise(
+        self, batch: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor:
+        """The coarsest GRU input, N(0,1) of shape (B, 8ch, res/16, res/16)."""
+        return torch.randn(batch, *self.noise_shape, generator=generator, device=device)
+
+    def forward(self, image: Tensor, num_frames: int | None = None, noise: Tensor | None = None) -> Tensor:
+        """image (B, 3, H, W) in [0,1] -> video (B, T, 3, H, W) in [0,1], T = num_frames or `frames`."""
+        _check_image(image, self.resolution)
+        steps = (num_frames or self.frames) - 1
+        assert steps >= 1, "num_frames must be >= 2"
+        b = image.shape[0]
+        feats = self.encoder(image * 2 - 1)
+        if noise is None:
+            noise = self.sample_noise(b, device=image.device)
+        assert noise.shape == (b, *self.noise_shape), noise.shape
+        x = noise[:, None]
+        for gru, up_block, block, h0 in zip(self.grus, self.up_blocks, self.blocks, feats):
+            y = block(up_block(gru(x, h0, steps).flatten(0, 1)))
+            x = y.reshape(b, steps, *y.shape[1:])
+        rgb = torch.tanh(self.to_rgb(F.relu(x.flatten(0, 1)))).reshape(b, steps, 3, *image.shape[-2:])
+        return torch.cat([image[:, None], (rgb + 1) / 2], dim=1)
+
+
+def build_generator(model_cfg) -> nn.Module:
+    """The generator a `vsyn.config.ModelConfig` describes."""
+    m = model_cfg
+    if m.generator == "style_rnn":
+        return StyleRNNGenerator(
+            m.resolution, m.ch_g, m.frames, m.start_fp, m.max_fp, m.style_dim, m.latent_noise, m.noise_dim
+        )
+    if m.generator == "dvdgan":
+        return DVDGANGenerator(m.resolution, m.ch_g, m.frames)
+    raise ValueError(f"unknown generator {m.generator!r}")

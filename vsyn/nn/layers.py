@@ -1,0 +1,294 @@
+"""Building blocks of the generators and critics (method.md §1.4, §2, §3).
+
+Shapes are written as comments in signatures and asserted at entry. Tensors of frames use the 2D layout
+(N, C, H, W) with N = B·T: a video's frames are batched, never looped over in Python.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+SQRT2 = math.sqrt(2.0)
+
+
+def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
+    """Spectral norm via torch's parametrization (u, v live as buffers, one power iteration per training forward)."""
+    return spectral_norm(module) if enabled else module
+
+
+def sn_vector_count(module: nn.Module) -> int:
+    """Elements of the spectral-norm u, v vectors (buffers in torch's parametrization, parameters in the original)."""
+    return sum(
+        b.numel() for name, b in module.named_buffers() if ".parametrizations." in name and name.endswith(("._u", "._v"))
+    )
+
+
+def count_params(module: nn.Module, *, with_sn_vectors: bool = False) -> int:
+    """Parameter count; `with_sn_vectors=True` adds the SN u, v vectors, the convention of the method doc."""
+    n = sum(p.numel() for p in module.parameters())
+    return n + sn_vector_count(module) if with_sn_vectors else n
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """In place: 4D weights to channels_last, 5D (Conv3d) weights to channels_last_3d.
+
+    `module.to(memory_format=torch.channels_last)` raises on the temporal critic's 5D weights.
+    """
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    for p in module.parameters():
+        if p.dim() in formats:
+            p.data = p.data.contiguous(memory_format=formats[p.dim()])
+    return module
+
+
+# --------------------------------------------------------------------------------------------------------------
+# StyleGAN2 modulated convolution (rosinality's math, equalised learning rate)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def blur_upsampled(x: Tensor) -> Tensor:
+    """[1,3,3,1]⊗[1,3,3,1] FIR (normalised, ×4 gain) with padding (1, 1): maps the 2H+1 transposed-conv output to 2H."""
+    c = x.shape[1]
+    k = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype, device=x.device)
+    k2 = torch.outer(k, k)
+    k2 = (k2 / k2.sum() * 4.0).expand(c, 1, 4, 4)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1)), k2, groups=c)
+
+
+def modulated_conv2d(
+    x: Tensor,  # (N, I, H, W), N = B·T frames
+    weight: Tensor,  # (O, I, k, k), already scaled by the equalised-LR constant
+    styles: Tensor,  # (B, I) modulation, one per video, shared by its T = N / B frames
+    *,
+    demodulate: bool = True,
+    up: bool = False,
+    fused: bool = True,
+) -> Tensor:  # (N, O, H', W'), H' = 2H if up else H
+    """StyleGAN2 modulated conv. `fused=True` is the efficient form (scale inputs, one shared conv over all frames,
+    demodulate outputs), exact because the style is per video; `fused=False` is the reference with per-frame
+    modulated weights in a grouped conv."""
+    n, i, h, w = x.shape
+    o, wi, kh, kw = weight.shape
+    b = styles.shape[0]
+    assert wi == i and styles.shape == (b, i) and n % b == 0 and kh == kw, (x.shape, weight.shape, styles.shape)
+    t = n // b
+    pad = kh // 2
+    if fused:
+        y = x * styles.repeat_interleave(t, dim=0)[:, :, None, None]
+        if up:
+            y = blur_upsampled(F.conv_transpose2d(y, weight.transpose(0, 1), stride=2))
+        else:
+            y = F.conv2d(y, weight, padding=pad)
+        if demodulate:
+            # Σ_{i,kh,kw} (w_oi · s_i)² = Σ_i s_i² · Σ_k w_oik²: a (B, I) × (I, O) product, no per-sample weights.
+            d = torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)  # (B, O)
+            y = y * d.repeat_interleave(t, dim=0)[:, :, None, None]
+        return y
+    frame_styles = styles.repeat_interleave(t, dim=0)  # (N, I)
+    wm = weight[None] * frame_styles[:, None, :, None, None]  # (N, O, I, k, k)
+    if demodulate:
+        wm = wm * torch.rsqrt(wm.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+    xg = x.reshape(1, n * i, h, w)
+    if up:
+        wt = wm.transpose(1, 2).reshape(n * i, o, kh, kw)
+        y = F.conv_transpose2d(xg, wt, stride=2, groups=n)
+        return blur_upsampled(y.reshape(n, o, y.shape[-2], y.shape[-1]))
+    y = F.conv2d(xg, wm.reshape(n * o, i, kh, kw), padding=pad, groups=n)
+    return y.reshape(n, o, h, w)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with N(0,1) weights scaled at runtime by 1/√in (equalised LR)."""
+
+    def __init__(self, in_features: int, out_features: int, bias_init: float = 0.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
+        self.scale = 1.0 / math.sqrt(in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+class ModulatedConv2d(nn.Module):
+    """Conv whose input channels are scaled by an affine map of the style (bias init 1), optionally demodulated."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel: int, style_dim: int, *, demodulate: bool = True, up: bool = False
+    ):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.scale = 1.0 / math.sqrt(in_ch * kernel * kernel)
+        self.affine = EqualLinear(style_dim, in_ch, bias_init=1.0)
+        self.demodulate, self.up = demodulate, up
+        self.fused = True  # False selects the grouped-conv reference form
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:  # x (B·T, I, H, W), style (B, style_dim)
+        return modulated_conv2d(
+            x, self.weight * self.scale, self.affine(style), demodulate=self.demodulate, up=self.up, fused=self.fused
+        )
+
+
+class FusedLeakyReLU(nn.Module):
+    """Per-channel bias (init 0), leaky ReLU with slope 0.2, ×√2 to keep the activation variance."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x + self.bias[:, None, None], 0.2) * SQRT2
+
+
+class StyledConv(nn.Module):
+    """3×3 modulated/demodulated conv (optionally ×2 upsampling) + fused leaky ReLU; no noise injection (§1.6)."""
+
+    def __init__(self, in_ch: int, out_ch: int, style_dim: int, *, up: bool = False):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, 3, style_dim, up=up)
+        self.act = FusedLeakyReLU(out_ch)
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        return self.act(self.conv(x, style))
+
+
+class ToRGB(nn.Module):
+    """1×1 modulated conv without demodulation plus an RGB bias (init 0)."""
+
+    def __init__(self, in_ch: int, style_dim: int):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        return self.conv(x, style) + self.bias[:, None, None]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ConvGRU
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ConvGRU(nn.Module):
+    """One ConvGRU cell (3×3 gates over [x; h]) unrolled over a sequence.
+
+    The gate convs act on the concatenation [x; h], so their weights split into an x-part and an h-part. The x-part
+    (and the bias) is computed for all steps in one batched conv; only the h-part runs inside the time loop.
+    """
+
+    def __init__(self, in_ch: int, hidden_ch: int, kernel: int = 3, gate_gain: float = 1.0):
+        super().__init__()
+        self.in_ch, self.hidden_ch = in_ch, hidden_ch
+        self.gates = nn.Conv2d(in_ch + hidden_ch, 2 * hidden_ch, kernel, padding=kernel // 2)  # update z, reset r
+        self.candidate = nn.Conv2d(in_ch + hidden_ch, hidden_ch, kernel, padding=kernel // 2)
+        with torch.no_grad():
+            for w in (*self.gates.weight.chunk(2, dim=0), self.candidate.weight):
+                w.copy_(nn.init.orthogonal_(torch.empty_like(w), gain=gate_gain))
+            self.gates.bias.zero_()
+            self.candidate.bias.zero_()
+
+    def forward(
+        self,
+        inputs: Tensor,  # (B, T_in, I, H, W); T_in = steps, or 1 to feed the same input at every step
+        h0: Tensor,  # (B, C, H, W)
+        steps: int,
+    ) -> Tensor:  # (B, steps, C, H, W): h_1 … h_steps (h0 is not emitted)
+        b, t_in, i, hh, ww = inputs.shape
+        assert i == self.in_ch and t_in in (1, steps) and h0.shape == (b, self.hidden_ch, hh, ww), (
+            inputs.shape,
+            h0.shape,
+        )
+        c = self.hidden_ch
+        pad = self.gates.padding
+        x = inputs.reshape(b * t_in, i, hh, ww)
+        gx = F.conv2d(x, self.gates.weight[:, :i], self.gates.bias, padding=pad).reshape(b, t_in, 2 * c, hh, ww)
+        cx = F.conv2d(x, self.candidate.weight[:, :i], self.candidate.bias, padding=pad).reshape(b, t_in, c, hh, ww)
+        wg_h, wc_h = self.gates.weight[:, i:], self.candidate.weight[:, i:]
+        h, out = h0, []
+        for step in range(steps):
+            k = step if t_in > 1 else 0
+            z, r = torch.sigmoid(gx[:, k] + F.conv2d(h, wg_h, padding=pad)).chunk(2, dim=1)
+            cand = torch.tanh(cx[:, k] + F.conv2d(r * h, wc_h, padding=pad))
+            h = h + z * (cand - h)  # (1−z)·h + z·ĥ
+            out.append(h)
+        return torch.stack(out, dim=1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Residual blocks and attention
+# --------------------------------------------------------------------------------------------------------------
+
+
+class DownBlock(nn.Module):
+    """Pre-activation residual block with 2× average-pool down-sampling, 2D or 3D, no normalisation.
+
+    main: ReLU → conv3 → ReLU → conv3 → pool;  shortcut: conv1 → pool.
+    `first=True` is the critics' input block: no leading ReLU, shortcut pools before its 1×1 conv.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, *, sn: bool = False, first: bool = False, dims: int = 2):
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        self.pool = F.avg_pool2d if dims == 2 else F.avg_pool3d
+        self.first = first
+        self.conv1 = maybe_sn(conv(in_ch, out_ch, 3, padding=1), sn)
+        self.conv2 = maybe_sn(conv(out_ch, out_ch, 3, padding=1), sn)
+        self.shortcut = maybe_sn(conv(in_ch, out_ch, 1), sn)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x if self.first else F.relu(x)
+        h = self.pool(self.conv2(F.relu(self.conv1(h))), 2)
+        s = self.shortcut(self.pool(x, 2)) if self.first else self.pool(self.shortcut(x), 2)
+        return h + s
+
+
+class BNResBlock(nn.Module):
+    """DVD-GAN-S decoder block: BN → ReLU → (nearest ×2) → SN-conv3 → BN → ReLU → SN-conv3, shortcut (×2) → SN-conv1.
+
+    BatchNorm is unconditional with momentum 0.01; its statistics run over all B·T frames of the batch.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, *, up: bool):
+        super().__init__()
+        self.up = up
+        self.bn1 = nn.BatchNorm2d(in_ch, momentum=0.01)
+        self.conv1 = spectral_norm(nn.Conv2d(in_ch, out_ch, 3, padding=1))
+        self.bn2 = nn.BatchNorm2d(out_ch, momentum=0.01)
+        self.conv2 = spectral_norm(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.shortcut = spectral_norm(nn.Conv2d(in_ch, out_ch, 1))
+
+    def _up(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, scale_factor=2, mode="nearest") if self.up else x
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, I, H, W) -> (N, O, H', W')
+        h = self.conv1(self._up(F.relu(self.bn1(x))))
+        h = self.conv2(F.relu(self.bn2(h)))
+        return h + self.shortcut(self._up(x))
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention: q, k 1×1 C→C/8, v 1×1 C→C, softmax over H·W positions, out = γ·attn + x with γ = 0."""
+
+    def __init__(self, ch: int, *, sn: bool = True):
+        super().__init__()
+        self.query = maybe_sn(nn.Conv2d(ch, ch // 8, 1), sn)
+        self.key = maybe_sn(nn.Conv2d(ch, ch // 8, 1), sn)
+        self.value = maybe_sn(nn.Conv2d(ch, ch, 1), sn)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W)
+        n, c, h, w = x.shape
+
+        def tokens(t: Tensor) -> Tensor:  # (N, C', H, W) -> (N, H·W, C')
+            return t.flatten(2).transpose(1, 2)
+
+        # SAGAN has no 1/√d temperature: scale=1.
+        attn = F.scaled_dot_product_attention(
+            tokens(self.query(x)), tokens(self.key(x)), tokens(self.value(x)), scale=1.0
+        )
+        return x + self.gamma * attn.transpose(1, 2).reshape(n, c, h, w)

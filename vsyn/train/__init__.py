@@ -1,0 +1,13 @@
+"""The trainer: `run(cfg)` is the one entry point behind `vsyn train` and the SLURM launcher.
+
+loop.py      the training loop (read it top to bottom)
+loss.py      the math of a critic step and a generator step
+runtime.py   everything distributed: Accelerate DDP or DeepSpeed (two engines), collectives, save/load
+checkpoint.py  atomic full-state checkpoints, keep-last-K, resume discovery
+stream.py    the data stream with a resumable position; randomness.py  per-step randomness from (seed, step)
+ema.py, logs.py, samples.py, hooks.py, signals.py  EMA, scalars/progress, sample sheets, snapshot hooks, signals
+"""
+
+from vsyn.train.loop import EXIT_DONE, EXIT_REQUEUE, run
+
+__all__ = ["EXIT_DONE", "EXIT_REQUEUE", "run"]

@@ -1,0 +1,236 @@
+"""The training loop, read top to bottom: set-up, resume, then one step per batch and maintenance at step
+boundaries (logging, ticks, sample sheets, snapshots, metrics, preemption).
+
+Schedule: within each cycle of n_critic + 1 steps the first n_critic are critic steps and the last a generator
+step; every step draws a fresh batch. kimg counts clips shown to the critic. Everything random in a step is a
+function of (seed, step) (see randomness.py, stream.py), so a resumed run continues bit-exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vsyn.config import Config
+from vsyn.errors import VsynError
+from vsyn.nn import build_critics, build_generator
+from vsyn.snapshot import copy_snapshot
+from vsyn.train import checkpoint
+from vsyn.train.ema import GeneratorEMA
+from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks
+from vsyn.train.logs import Progress, ScalarLog
+from vsyn.train.loss import VideoGANLoss
+from vsyn.train.randomness import StepRandom, step_seed
+from vsyn.train.runtime import build_runtime, channels_last_, frozen
+from vsyn.train.samples import SampleSheet
+from vsyn.train.signals import PreemptionFlag
+from vsyn.train.stream import ClipStream, LoaderFactory
+
+log = logging.getLogger("vsyn.train")
+
+EXIT_DONE = 0
+EXIT_REQUEUE = 3  # saved after SIGTERM/SIGUSR2; the launcher requeues on this code
+SAMPLE_CLIPS = 8
+
+
+def loader_factory(cfg: Config) -> LoaderFactory:
+    """seed -> the global-batch reader over cfg.data.train (every rank reads the same stream; see stream.py).
+
+    One reader epoch is one stream block, so a reader is replaced, never restarted, at block boundaries.
+    Its workers ignore SIGTERM/SIGUSR2 (vsyn.data.worker_init_fn): the main process saves first.
+    """
+    if not cfg.data.train:
+        raise VsynError("data.train is empty: pack shards first (vsyn shards pack ...) and set data.train=DIR")
+    from vsyn.data import make_loader
+
+    def make(seed: int):
+        return make_loader(
+            cfg.data.train,
+            frames=cfg.model.frames,
+            batch_size=cfg.train.batch,
+            mode="train",
+            stride=cfg.data.stride,
+            size=cfg.model.resolution,
+            flip=cfg.data.flip,
+            random_crop=cfg.data.random_crop,
+            workers=cfg.data.workers,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            seed=seed,
+            epoch_samples=cfg.train.data_block_steps * cfg.train.batch,
+            rank=0,  # the global stream on every rank; ClipStream keeps this rank's slice
+            world_size=1,
+        )
+
+    return make
+
+
+def crossed(prev_nimg: int, nimg: int, every_kimg: float) -> bool:
+    every = every_kimg * 1000
+    return every > 0 and int(prev_nimg // every) != int(nimg // every)
+
+
+def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
+    """Train until cfg.train.total_kimg (or max_steps); returns EXIT_DONE, or EXIT_REQUEUE after a signal save.
+
+    `factory` replaces the shard reader (benchmarks, tests); it must return global batches deterministically
+    for a seed.
+    """
+    t = cfg.train
+    run_dir = cfg.run_dir
+    ckpt_root = run_dir / "checkpoints"
+    factory = factory or loader_factory(cfg)
+
+    # ---- set-up: identical init on every rank, then wrap for the runtime
+    torch.manual_seed(t.seed)
+    generator, critics = build_generator(cfg.model), build_critics(cfg.model)
+    ema = GeneratorEMA(generator, t.ema_halflife_kimg, t.ema_rampup)
+    if t.channels_last:
+        for m in (generator, critics, ema.model):
+            channels_last_(m)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas)
+    opt_d = torch.optim.Adam(critics.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas)
+    if t.compile:  # in place: state_dict keys unchanged; `.forward` stays eager for the double-backward penalties
+        generator.compile()
+        critics.compile()
+    rt = build_runtime(cfg, generator, critics, opt_g, opt_d, log_dir=run_dir / "logs")
+    try:
+        return _train(cfg, rt, ema, factory, ckpt_root)
+    finally:
+        rt.end()
+
+
+def _train(cfg: Config, rt, ema: GeneratorEMA, factory: LoaderFactory, ckpt_root: Path) -> int:
+    t = cfg.train
+    run_dir = cfg.run_dir
+    ema.model.to(rt.device)
+    loss = VideoGANLoss(cfg, rt)
+    if rt.is_main:
+        for d in (ckpt_root, run_dir / "logs", run_dir / "samples"):
+            d.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.json")
+        checkpoint.remove_stale_temps(ckpt_root)
+    rt.barrier()
+
+    # ---- resume from the newest complete checkpoint, if any
+    state: dict[str, Any] = {"step": 0, "nimg": 0, "best": None}
+    resume = checkpoint.find_resume(run_dir)
+    if resume is not None:
+        state = checkpoint.load_checkpoint(rt, resume, ema)
+        log.info("resumed from %s (step %d, kimg %.3f)", resume, state["step"], state["nimg"] / 1000)
+    step, nimg, best = int(state["step"]), int(state["nimg"]), state.get("best")
+    stream = ClipStream(factory, seed=t.seed, block_steps=t.data_block_steps, rank=rt.rank, world=rt.world_size)
+    stream.seek(step)
+    scalars = ScalarLog(run_dir / "logs" / "stats.jsonl" if rt.is_main else None)
+    if rt.is_main:
+        scalars.truncate_after(step - 1)
+    rt.acc_g.init_trackers(cfg.name, config=_flat(cfg.to_dict()))
+    sheet = _sample_sheet(cfg, factory, rt.raw_generator) if rt.is_main else None
+    progress = Progress(rt.is_main, t.total_kimg, nimg / 1000)
+    local_batch = t.batch // rt.world_size
+    cycle = t.n_critic + 1
+
+    # ---- the loop
+    with PreemptionFlag() as preempt:
+        try:
+            while True:
+                batch = stream.next()
+                real = batch["video"].to(rt.device, non_blocking=True).float() / 255  # (B,T,3,H,W) in [0,1]
+                rnd = StepRandom(t.seed, step, rank=rt.rank, world=rt.world_size, local_batch=local_batch,
+                                 device=rt.device)
+                prev_nimg = nimg
+                if step % cycle < t.n_critic:
+                    # D phase: G runs without a graph; one scalar (real + fake + penalty), one backward.
+                    critic_step = (step // cycle) * t.n_critic + step % cycle
+                    d_loss, stats = loss.critic_step_loss(real, rnd, critic_step)
+                    norm = rt.step_critics(d_loss)
+                    nimg += t.batch
+                    if norm is not None:
+                        stats["D/grad_norm"] = norm
+                else:
+                    # G phase: the critics are the raw module and frozen (no ZeRO hooks, no DDP reducer).
+                    with frozen(rt.raw_critics):
+                        g_loss, stats = loss.generator_step_loss(real, rnd)
+                        norm = rt.step_generator(g_loss)
+                    ema.update(rt.raw_generator, nimg, t.n_critic * t.batch)
+                    if norm is not None:
+                        stats["G/grad_norm"] = norm
+                scalars.add(step, nimg, stats)
+                step += 1
+
+                # ---- maintenance at the step boundary (every branch below is taken by all ranks alike)
+                done = nimg >= t.total_kimg * 1000 or (t.max_steps > 0 and step >= t.max_steps)
+                tick = crossed(prev_nimg, nimg, t.tick_kimg)
+                stop = False
+                if step % t.log_every == 0 or tick or done:
+                    scalars.flush(rt)
+                    stop = rt.agree(preempt.requested)
+                progress.update(nimg / 1000)
+                if tick and rt.is_main:
+                    progress.tick(nimg / 1000, step, stream.skipped)
+                    rt.acc_g.log({"data/skipped_samples": stream.skipped, "progress/kimg": nimg / 1000}, step=step)
+                if sheet is not None and (crossed(prev_nimg, nimg, t.sample_kimg) or done):
+                    sheet.write(ema.model, run_dir / "samples", f"step-{step:09d}")
+                if crossed(prev_nimg, nimg, t.snapshot_kimg) or done or stop:
+                    trainer_state = {"step": step, "nimg": nimg, "best": best, "data": stream.state(),
+                                     "world_size": rt.world_size}
+                    saved = checkpoint.save_checkpoint(rt, ckpt_root, cfg, ema, trainer_state, t.keep_last)
+                    if not stop:
+                        best = _after_snapshot(cfg, rt, ema, saved, step, nimg, best)
+                if stop:
+                    log.info("preemption signal: saved at step %d, exiting with %d", step, EXIT_REQUEUE)
+                    return EXIT_REQUEUE
+                if done:
+                    return EXIT_DONE
+        finally:
+            progress.close()
+
+
+def _after_snapshot(cfg: Config, rt, ema: GeneratorEMA, saved: Path, step: int, nimg: int, best: Any) -> Any:
+    """Metric hooks on rank 0, and the best-by-metric snapshot kept beside the rolling checkpoints."""
+    if rt.is_main:
+        ctx = SnapshotContext(cfg, saved, ema.model, step, nimg / 1000, rt.device)
+        results = run_snapshot_hooks(ctx)
+        if results:
+            rt.acc_g.log({f"metrics/{k}": v for k, v in results.items()}, step=step)
+            log.info("metrics at kimg %.3f: %s", nimg / 1000, results)
+        metric = cfg.eval.best_metric
+        if metric and metric in results and (best is None or results[metric] < best["value"]):
+            best = {"metric": metric, "value": float(results[metric]), "step": step}
+            dst = saved.parent / f"best-{metric}"
+            tmp = saved.parent / f".tmp-best-{metric}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            copy_snapshot(saved, tmp)
+            shutil.rmtree(dst, ignore_errors=True)
+            tmp.replace(dst)
+    return _broadcast_obj(rt, best)
+
+
+def _broadcast_obj(rt, obj: Any) -> Any:
+    if rt.world_size == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _sample_sheet(cfg: Config, factory: LoaderFactory, generator) -> SampleSheet:
+    """Fixed input clips (from a reader with its own seed) and fixed noise, so sheets compare across kimg."""
+    real = next(iter(factory(step_seed(cfg.train.seed, 0, 99))))["video"][:SAMPLE_CLIPS]
+    gen = torch.Generator().manual_seed(step_seed(cfg.train.seed, 0, 98))
+    return SampleSheet(real.cpu(), generator.sample_noise(real.shape[0], generator=gen))
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out

@@ -1,0 +1,108 @@
+"""The math of one critic step and one generator step; the loop never sees it (StyleGAN3's `loss.py` split).
+
+Both critics live in one module (one optimizer, one engine). The critic step scores real and fake clips in one
+forward of the *wrapped* critics (so DDP/ZeRO synchronise the gradients), then computes the penalty through the
+*raw* module in fp32 (autograd.grad through a DeepSpeed engine crashes; notes.md), and returns one scalar, because
+one backward per engine step is all ZeRO-2 keeps.
+
+Loss families (cfg.loss.kind):
+- `wgan-gp` (the original): critic E[D(fake)] − E[D(real)] + λ_GP·GP per critic, GP every step with one α per
+  sample (per frame for the spatial critic); generator −(λ_S·E[D_S] + λ_T·E[D_T]).
+- `hinge` / `logistic` (non-saturating): lazy R1 on real clips every `r1_interval` critic steps, weighted
+  γ/2 · interval.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vsyn import losses
+from vsyn.config import Config
+from vsyn.train.randomness import StepRandom
+from vsyn.train.runtime import Runtime
+
+CRITIC_LOSSES = {
+    "wgan-gp": losses.wgan_critic_loss,
+    "hinge": losses.hinge_critic_loss,
+    "logistic": losses.logistic_critic_loss,
+}
+GENERATOR_LOSSES = {
+    "wgan-gp": losses.wgan_generator_loss,
+    "hinge": losses.hinge_generator_loss,
+    "logistic": losses.logistic_generator_loss,
+}
+
+
+class VideoGANLoss:
+    def __init__(self, cfg: Config, runtime: Runtime) -> None:
+        self.cfg, self.rt = cfg, runtime
+        self.kind = cfg.loss.kind
+        self.k = cfg.model.spatial_frames
+        self.frames = cfg.model.frames
+        self.lam_s, self.lam_t = cfg.loss.spatial_weight, cfg.loss.temporal_weight
+
+    # ---- G forward, shared by both phases
+    def generate(self, real: Tensor, rnd: StepRandom, *, grad: bool) -> Tensor:
+        """Fake clips conditioned on the real clips' frame 0. Without `grad` no G graph is built (critic steps)."""
+        g = self.rt.generator if grad else self.rt.raw_generator
+        with torch.set_grad_enabled(grad), self.rt.autocast():
+            return g(real[:, 0], num_frames=real.shape[1], noise=rnd.noise(self.rt.raw_generator))
+
+    # ---- phases
+    def critic_step_loss(self, real: Tensor, rnd: StepRandom, critic_step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """One scalar: D-real + D-fake (+ penalty) for both critics. real: float (B,T,3,H,W) in [0,1]."""
+        fake = self.generate(real, rnd, grad=False).float()
+        idx = rnd.frame_indices(self.frames, self.k)
+        b = real.shape[0]
+        with self.rt.autocast():
+            s, t = self.rt.critics(torch.cat([real, fake]), idx)
+        crit = CRITIC_LOSSES[self.kind]
+        loss_s, loss_t = crit(s[:b], s[b:]), crit(t[:b], t[b:])
+        loss = loss_s + loss_t
+        stats = {"D/loss_spatial": loss_s.detach(), "D/loss_temporal": loss_t.detach()}
+        if self.kind == "wgan-gp":
+            stats["D/wdist_spatial"] = (s[:b].mean() - s[b:].mean()).detach().float()
+            stats["D/wdist_temporal"] = (t[:b].mean() - t[b:].mean()).detach().float()
+            gp_s, gp_t = self.gradient_penalty(real, fake, idx, rnd)
+            loss = loss + self.cfg.loss.gp_weight * (gp_s + gp_t)
+            stats |= {"D/gp_spatial": gp_s.detach(), "D/gp_temporal": gp_t.detach()}
+        elif self.cfg.loss.r1_gamma > 0 and critic_step % self.cfg.loss.r1_interval == 0:
+            r1_s, r1_t = self.r1_penalty(real, idx)
+            loss = loss + (self.cfg.loss.r1_gamma / 2) * self.cfg.loss.r1_interval * (r1_s + r1_t)
+            stats |= {"D/r1_spatial": r1_s.detach(), "D/r1_temporal": r1_t.detach()}
+        stats["D/loss"] = loss.detach()
+        return loss, stats
+
+    def generator_step_loss(self, real: Tensor, rnd: StepRandom) -> tuple[Tensor, dict[str, Tensor]]:
+        """λ_S·L(D_S(fake)) + λ_T·L(D_T(fake)); the critics are the raw module and frozen by the caller."""
+        fake = self.generate(real, rnd, grad=True)
+        idx = rnd.frame_indices(self.frames, self.k)
+        with self.rt.autocast():
+            s, t = self.rt.raw_critics(fake, idx)
+        gen = GENERATOR_LOSSES[self.kind]
+        loss_s, loss_t = gen(s), gen(t)
+        loss = self.lam_s * loss_s + self.lam_t * loss_t
+        return loss, {"G/loss": loss.detach(), "G/loss_spatial": loss_s.detach(), "G/loss_temporal": loss_t.detach()}
+
+    # ---- penalties: raw module, fp32, per-sample
+    def gradient_penalty(self, real: Tensor, fake: Tensor, idx: Tensor, rnd: StepRandom) -> tuple[Tensor, Tensor]:
+        critics = self.rt.raw_critics
+        cond = real[:, 0]
+        a_s = rnd.uniform(self.k)[:, :, None, None, None]  # one α per (clip, frame)
+        frames = (a_s * real[:, idx] + (1 - a_s) * fake[:, idx]).detach().requires_grad_(True)
+        a_t = rnd.uniform()[:, None, None, None, None]  # one α per clip
+        video = (a_t * real + (1 - a_t) * fake).detach().requires_grad_(True)
+        with self.rt.autocast(enabled=False):
+            gp_s = losses.gradient_penalty(critics.spatial(frames, cond), frames, batch_dims=2)
+            gp_t = losses.gradient_penalty(critics.temporal(video), video, batch_dims=1)
+        return gp_s, gp_t
+
+    def r1_penalty(self, real: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        critics = self.rt.raw_critics
+        frames = real[:, idx].detach().requires_grad_(True)
+        video = real.detach().requires_grad_(True)
+        with self.rt.autocast(enabled=False):
+            r1_s = losses.r1_penalty(critics.spatial(frames, real[:, 0]), frames, batch_dims=2)
+            r1_t = losses.r1_penalty(critics.temporal(video), video, batch_dims=1)
+        return r1_s, r1_t
