@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from serve_helpers import server_settings
+import torch
+from serve_helpers import landscape, server_settings
 
 from serve.archive import ServingOptions, export
 from serve.client import VsynClient
@@ -26,13 +27,23 @@ def _requires_java() -> None:
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny-cpu generator trained for a couple of steps (or randomly initialised until the trainer exists)."""
-    from vsyn.nn import build_generator
-    from vsyn.snapshot import save_snapshot
+    """The run dir of a tiny-cpu model trained for 3 steps by `vsyn.train.run` on panning synthetic landscapes."""
+    from vsyn.train import run
 
-    cfg = load_config("tiny-cpu")
-    generator = build_generator(cfg.model)
-    return save_snapshot(tmp_path_factory.mktemp("ckpt") / "snapshot", generator, generator, cfg, step=0, kimg=0.0)
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    cfg = load_config("tiny-cpu", ["train.max_steps=3", "train.batch=4", f"train.run_dir={run_dir}"])
+    m = cfg.model
+    scene = torch.from_numpy(landscape(m.resolution, m.resolution)).permute(2, 0, 1)  # (3, H, W) uint8
+
+    def clips(seed: int):
+        rng = torch.Generator().manual_seed(seed)
+        while True:  # a batch of clips panning the scene by a random speed
+            speed = torch.randint(1, 3, (cfg.train.batch,), generator=rng)
+            video = torch.stack([torch.stack([scene.roll(int(s) * t, dims=2) for t in range(m.frames)]) for s in speed])
+            yield {"video": video}
+
+    assert run(cfg, factory=clips) == 0
+    return run_dir
 
 
 @pytest.fixture(scope="session")

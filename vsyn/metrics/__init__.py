@@ -25,10 +25,11 @@ __all__ = ["ALL_METRICS", "METRICS", "EvalSettings", "FrechetError", "Protocol",
 
 
 def make_eval_loader(data_url: str, frames: int, batch_size: int, **kwargs: Any):
-    """The shard reader in eval mode (fixed order, no augmentation); imported lazily (vsyn.data is optional here)."""
+    """The shard reader in eval mode (fixed order, no augmentation), as one shared stream: every rank reads the same
+    clips and `evaluate(shared_stream=True)` deals them, so the evaluated set does not depend on the world size."""
     from vsyn.data import make_loader
 
-    return make_loader(data_url, frames=frames, batch_size=batch_size, mode="eval", **kwargs)
+    return make_loader(data_url, frames=frames, batch_size=batch_size, mode="eval", rank=0, world_size=1, **kwargs)
 
 
 def run_snapshot_metrics(generator: Any, cfg: Any, names: list[str], data_url: str, n: int,
@@ -49,7 +50,11 @@ def run_snapshot_metrics(generator: Any, cfg: Any, names: list[str], data_url: s
     settings.n = n
     if loader is None:
         need = required_frames(names, build_protocols(names, settings))
-        loader = make_eval_loader(data_url, frames=need, batch_size=settings.batch)
+        data = getattr(cfg, "data", None)
+        loader = make_eval_loader(data_url, frames=need, batch_size=settings.batch,
+                                  size=getattr(getattr(cfg, "model", None), "resolution", None),
+                                  stride=getattr(data, "stride", 1), workers=getattr(data, "workers", 2))
+        settings.shared_stream = True
     was_training = isinstance(generator, torch.nn.Module) and generator.training
     try:
         values, _ = evaluate(generator, loader, names, data_url, settings)

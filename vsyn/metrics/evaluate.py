@@ -94,6 +94,10 @@ class EvalSettings:
     detectors: dict[str, torch.nn.Module] = field(default_factory=dict)  # preloaded (tests: random init)
     detector_sha256: dict[str, str] = field(default_factory=dict)  # digests of preloaded detectors
     split: str = ""
+    # True: every rank reads the same clip stream (make_loader(..., rank=0, world_size=1)) and keeps clips
+    # i % world == rank among the first n, so the evaluated set is the first n clips whatever the world size (and
+    # cached real statistics stay valid). False: each rank's loader already holds its own shards.
+    shared_stream: bool = False
 
 
 def build_protocols(names: list[str], settings: EvalSettings) -> dict[str, Protocol]:
@@ -157,15 +161,26 @@ def evaluate(generator: object, loader: Iterable[dict], names: list[str], data_u
             lpips_model = lpips_model.to(device)
             settings.detectors["lpips"] = lpips_model
 
-    want = local_share(settings.n)
+    rank, world = rank_world()
+    want = settings.n if settings.shared_stream else local_share(settings.n)
     rows: list[torch.Tensor] = []  # per clip: psnr, ssim, lpips (means over frames 1..T-1)
     motion_rows: list[torch.Tensor] = []
-    seen = 0
+    seen = 0  # clips consumed from this rank's stream
+    mine = 0  # clips evaluated by this rank
     for batch in loader:
-        real = torch.as_tensor(batch["video"])[: want - seen]
-        b, t = real.shape[:2]
+        video = torch.as_tensor(batch["video"])
+        take = torch.arange(seen, seen + video.shape[0])
+        keep = take < want
+        if settings.shared_stream:
+            keep &= take % world == rank
+        seen += video.shape[0]
+        real = video[keep]
+        b = real.shape[0]
         if b == 0:
-            break
+            if seen >= want:
+                break
+            continue
+        t = real.shape[1]
         if t < need:
             raise VsynError(f"clips have {t} frames but the requested metrics need {need} (frame 0 + generated)")
         real = real[:, :need].to(device)
@@ -196,21 +211,20 @@ def evaluate(generator: object, loader: Iterable[dict], names: list[str], data_u
 
             if "flow" not in batch or "mask" not in batch:
                 raise VsynError("metric 'motion' needs procedural shards (samples with flow.npy and mask.npy)")
-            flow = torch.as_tensor(batch["flow"])[:b, : need - 1].to(device)
-            mask = torch.as_tensor(batch["mask"])[:b].to(device)
+            flow = torch.as_tensor(batch["flow"])[keep][:, : need - 1].to(device)
+            mask = torch.as_tensor(batch["mask"])[keep].to(device)
             motion_rows.append(_clip_rows(fake, real, flow, mask, border=4, floor=False))
-        seen += b
+        mine += b
         if seen >= want:
             break
 
-    total = int(all_gather_rows(torch.tensor([[seen]], device=device)).sum())
+    total = int(all_gather_rows(torch.tensor([[mine]], device=device)).sum())
     if total < settings.n:
         raise VsynError(f"the data gave only {total} clips of at least {need} frames; the protocol asks for "
                         f"n={settings.n} (lower --n, or point --data at more clips)")
 
     values: dict[str, float] = {}
     cards: dict[str, ProtocolCard] = {}
-    rank = rank_world()[0]
     for name, f in feats.items():
         proto = f["proto"]
         f["fake"].all_reduce()

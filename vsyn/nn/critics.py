@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from vsyn.config import ModelConfig
 from vsyn.nn.layers import DownBlock, SelfAttention
 
 
@@ -111,7 +112,7 @@ def sample_frame_indices(
     return (torch.randperm(frames - 1, generator=generator)[:k] + 1).to(device)
 
 
-def build_critics(model_cfg) -> Critics:
+def build_critics(model_cfg: ModelConfig) -> Critics:
     """The critics a `vsyn.config.ModelConfig` describes."""
     m = model_cfg
     return Critics(

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from vsyn.config import ModelConfig
 from vsyn.nn.layers import BNResBlock, ConvGRU, DownBlock, StyledConv, ToRGB
 
 # Channel multipliers per decoder level (coarse to fine); a generator of `depth` levels keeps the last depth+1.
@@ -31,6 +32,12 @@ def _check_image(image: Tensor, resolution: int) -> None:
     assert image.ndim == 4 and image.shape[1:] == (3, resolution, resolution), (
         f"image must be (B, 3, {resolution}, {resolution}), got {tuple(image.shape)}"
     )
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None) -> Tensor:
+    """N(0,1) drawn on the generator's own device, then moved: a CPU-seeded draw is the same for any model device."""
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=source).to(device)
 
 
 class Encoder(nn.Module):
@@ -100,7 +107,7 @@ class StyleRNNGenerator(nn.Module):
         """Per-video latent z (B, noise_dim), or None when built without latent noise."""
         if self.noise_proj is None:
             return None
-        return torch.randn(batch, self.noise_dim, generator=generator, device=device)
+        return _randn((batch, self.noise_dim), generator, device)
 
     def forward(self, image: Tensor, num_frames: int | None = None, noise: Tensor | None = None) -> Tensor:
         """image (B, 3, H, W) in [0,1] -> video (B, T, 3, H, W) in [0,1], T = num_frames or `frames`."""
@@ -147,7 +154,7 @@ class DVDGANGenerator(nn.Module):
         self, batch: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
     ) -> Tensor:
         """The coarsest GRU input, N(0,1) of shape (B, 8ch, res/16, res/16)."""
-        return torch.randn(batch, *self.noise_shape, generator=generator, device=device)
+        return _randn((batch, *self.noise_shape), generator, device)
 
     def forward(self, image: Tensor, num_frames: int | None = None, noise: Tensor | None = None) -> Tensor:
         """image (B, 3, H, W) in [0,1] -> video (B, T, 3, H, W) in [0,1], T = num_frames or `frames`."""
@@ -167,7 +174,7 @@ class DVDGANGenerator(nn.Module):
         return torch.cat([image[:, None], (rgb + 1) / 2], dim=1)
 
 
-def build_generator(model_cfg) -> nn.Module:
+def build_generator(model_cfg: ModelConfig) -> StyleRNNGenerator | DVDGANGenerator:
     """The generator a `vsyn.config.ModelConfig` describes."""
     m = model_cfg
     if m.generator == "style_rnn":

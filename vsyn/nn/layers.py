@@ -51,13 +51,17 @@ def to_channels_last(module: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def blur_upsampled(x: Tensor) -> Tensor:
-    """[1,3,3,1]⊗[1,3,3,1] FIR (normalised, ×4 gain) with padding (1, 1): maps the 2H+1 transposed-conv output to 2H."""
-    c = x.shape[1]
-    k = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype, device=x.device)
+def blur_kernel() -> Tensor:
+    """[1,3,3,1]⊗[1,3,3,1], normalised, ×4 gain (the 2× upsampling's zero-stuffing quarters the signal), (4, 4)."""
+    k = torch.tensor([1.0, 3.0, 3.0, 1.0])
     k2 = torch.outer(k, k)
-    k2 = (k2 / k2.sum() * 4.0).expand(c, 1, 4, 4)
-    return F.conv2d(F.pad(x, (1, 1, 1, 1)), k2, groups=c)
+    return k2 / k2.sum() * 4.0
+
+
+def blur_upsampled(x: Tensor, kernel: Tensor) -> Tensor:
+    """FIR `kernel` (4, 4) with padding (1, 1): maps the (2H+1)-sized transposed-conv output to exactly 2H."""
+    c = x.shape[1]
+    return F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel.to(x.dtype).expand(c, 1, 4, 4), groups=c)
 
 
 def modulated_conv2d(
@@ -66,9 +70,9 @@ def modulated_conv2d(
     styles: Tensor,  # (B, I) modulation, one per video, shared by its T = N / B frames
     *,
     demodulate: bool = True,
-    up: bool = False,
+    up_kernel: Tensor | None = None,  # (4, 4) blur FIR: upsample ×2 (transposed conv, then blur); None: no upsampling
     fused: bool = True,
-) -> Tensor:  # (N, O, H', W'), H' = 2H if up else H
+) -> Tensor:  # (N, O, H', W'), H' = 2H if upsampling else H
     """StyleGAN2 modulated conv. `fused=True` is the efficient form (scale inputs, one shared conv over all frames,
     demodulate outputs), exact because the style is per video; `fused=False` is the reference with per-frame
     modulated weights in a grouped conv."""
@@ -78,10 +82,11 @@ def modulated_conv2d(
     assert wi == i and styles.shape == (b, i) and n % b == 0 and kh == kw, (x.shape, weight.shape, styles.shape)
     t = n // b
     pad = kh // 2
+    up = up_kernel is not None
     if fused:
         y = x * styles.repeat_interleave(t, dim=0)[:, :, None, None]
         if up:
-            y = blur_upsampled(F.conv_transpose2d(y, weight.transpose(0, 1), stride=2))
+            y = blur_upsampled(F.conv_transpose2d(y, weight.transpose(0, 1), stride=2), up_kernel)
         else:
             y = F.conv2d(y, weight, padding=pad)
         if demodulate:
@@ -97,7 +102,7 @@ def modulated_conv2d(
     if up:
         wt = wm.transpose(1, 2).reshape(n * i, o, kh, kw)
         y = F.conv_transpose2d(xg, wt, stride=2, groups=n)
-        return blur_upsampled(y.reshape(n, o, y.shape[-2], y.shape[-1]))
+        return blur_upsampled(y.reshape(n, o, y.shape[-2], y.shape[-1]), up_kernel)
     y = F.conv2d(xg, wm.reshape(n * o, i, kh, kw), padding=pad, groups=n)
     return y.reshape(n, o, h, w)
 
@@ -125,12 +130,18 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.scale = 1.0 / math.sqrt(in_ch * kernel * kernel)
         self.affine = EqualLinear(style_dim, in_ch, bias_init=1.0)
-        self.demodulate, self.up = demodulate, up
+        self.demodulate = demodulate
         self.fused = True  # False selects the grouped-conv reference form
+        self.register_buffer("blur", blur_kernel() if up else None, persistent=False)
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:  # x (B·T, I, H, W), style (B, style_dim)
         return modulated_conv2d(
-            x, self.weight * self.scale, self.affine(style), demodulate=self.demodulate, up=self.up, fused=self.fused
+            x,
+            self.weight * self.scale,
+            self.affine(style),
+            demodulate=self.demodulate,
+            up_kernel=self.blur,
+            fused=self.fused,
         )
 
 
