@@ -134,6 +134,8 @@ def render_properties(s: ServerSettings) -> str:
         "max_response_size": s.max_response_mib * MIB,
         "job_queue_size": s.job_queue_size,
         "default_response_timeout": s.default_response_timeout_s,
+        # No /tmp/hsperfdata_<user> droppings; die loudly instead of limping on when the heap runs out.
+        "vmargs": "-XX:-UsePerfData -XX:+ExitOnOutOfMemoryError",
         # Our handler does its own, stricter pixel cap before decoding.
         "limit_max_image_pixels": "true",
     }

@@ -238,8 +238,10 @@ def validate(cfg: Config) -> None:
     m = cfg.model
     if m.generator not in ("style_rnn", "dvdgan"):
         raise VsynError(f"model.generator must be style_rnn or dvdgan, not {m.generator!r}")
-    if m.resolution < 16 or m.resolution & (m.resolution - 1):
-        raise VsynError(f"model.resolution must be a power of two >= 16, not {m.resolution}")
+    if m.resolution < 32 or m.resolution & (m.resolution - 1):
+        raise VsynError(f"model.resolution must be a power of two >= 32 (the critics' depth), not {m.resolution}")
+    if m.dt_prepool and m.resolution < 64:
+        raise VsynError("model.dt_prepool needs model.resolution >= 64 (the temporal critic halves it first)")
     if m.frames < 2:
         raise VsynError("model.frames must be >= 2 (frame 0 is the input)")
     if m.spatial_frames < 1 or m.spatial_frames > m.frames - 1:

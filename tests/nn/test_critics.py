@@ -74,3 +74,20 @@ def test_channels_last_and_bf16_autocast():
     assert torch.allclose(cl_s, ref_s, atol=1e-4) and torch.allclose(cl_t, ref_t, atol=1e-4)
     assert torch.isfinite(bf_s).all() and torch.isfinite(bf_t).all()
     assert torch.allclose(bf_s.float(), ref_s, rtol=0.1, atol=0.1)
+
+
+def test_gradient_penalty_backpropagates_through_both_critics():
+    """WGAN-GP needs a double backward through SN convs and attention (with γ ≠ 0 so attention is in the graph)."""
+    from vsyn import losses
+
+    critics = build_critics(ModelConfig(resolution=32, frames=9, ch_ds=4, ch_dt=4))
+    for attn in (critics.spatial.blocks[2], critics.temporal.blocks2d[0]):
+        attn.gamma.data.fill_(0.5)
+    real, fake = _video(2, 9, 32, seed=1), _video(2, 9, 32, seed=2)
+    x_s = losses.interpolate(real[:, 1:4], fake[:, 1:4], batch_dims=2)
+    x_t = losses.interpolate(real, fake)
+    penalty = losses.gradient_penalty(critics.spatial(x_s, real[:, 0]), x_s, batch_dims=2)
+    penalty = penalty + losses.gradient_penalty(critics.temporal(x_t), x_t)
+    penalty.backward()
+    for attn in (critics.spatial.blocks[2], critics.temporal.blocks2d[0]):
+        assert attn.gamma.grad is not None and attn.gamma.grad.abs() > 0

@@ -1,6 +1,7 @@
 """`vsyn info` end to end through the installed console script."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ VSYN = str(Path(sys.executable).with_name("vsyn"))
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([VSYN, "info", *args], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a shared 2-core machine: avoid OpenMP spin-waiting
+    return subprocess.run([VSYN, "info", *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_info_json_counts_for_sky128():

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from vsyn.nn.layers import ModulatedConv2d, ToRGB
+from vsyn.nn.layers import ModulatedConv2d, ToRGB, blur_kernel, modulated_conv2d
 
 
-def _run(conv: ModulatedConv2d, x: torch.Tensor, style: torch.Tensor, fused: bool, probe: torch.Tensor):
-    conv.fused = fused
+def _run(conv: ModulatedConv2d, x: torch.Tensor, style: torch.Tensor, grouped: bool, probe: torch.Tensor):
+    conv.grouped = grouped
     conv.zero_grad()
     x = x.clone().requires_grad_(True)
     s = style.clone().requires_grad_(True)
@@ -34,8 +34,8 @@ def test_efficient_matches_reference_forward_and_backward(up: bool, demodulate: 
     out_side = 2 * side if up else side
     probe = torch.randn(b * t, o, out_side, out_side, dtype=torch.float64)
 
-    ref, ref_grads = _run(conv, x, style, fused=False, probe=probe)
-    eff, eff_grads = _run(conv, x, style, fused=True, probe=probe)
+    ref, ref_grads = _run(conv, x, style, grouped=True, probe=probe)
+    eff, eff_grads = _run(conv, x, style, grouped=False, probe=probe)
 
     assert ref.shape == (b * t, o, out_side, out_side)
     assert _rel(eff, ref) < 1e-6
@@ -61,3 +61,13 @@ def test_torgb_is_not_demodulated():
     conv = ToRGB(4, 8)
     assert conv.conv.demodulate is False
     assert conv(torch.randn(6, 4, 5, 5), torch.rand(2, 8)).shape == (6, 3, 5, 5)
+
+
+def test_upsampling_is_exactly_2x_and_preserves_constants():
+    """Zero-stuffing (a centre-tap kernel) then the ×4-gain [1,3,3,1] blur must reproduce a constant image."""
+    weight = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+    weight[0, 0, 1, 1] = 1.0
+    x = torch.full((2, 1, 5, 5), 0.7, dtype=torch.float64)
+    y = modulated_conv2d(x, weight, torch.ones(1, 1, dtype=torch.float64), demodulate=False, up_kernel=blur_kernel())
+    assert y.shape == (2, 1, 10, 10)
+    assert torch.allclose(y[..., 2:-2, 2:-2], torch.full_like(y[..., 2:-2, 2:-2], 0.7), rtol=0, atol=1e-12)

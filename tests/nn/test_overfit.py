@@ -2,7 +2,6 @@
 fixed procedural clips cuts the error at least 5×."""
 
 import numpy as np
-import pytest
 import torch
 
 from shards.procedural import make_clip
@@ -11,21 +10,12 @@ from vsyn.nn import StyleRNNGenerator
 SIZE, FRAMES, STEPS = 32, 5, 250
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads spin-wait and run ~10× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _clips() -> torch.Tensor:  # (4, T, 3, H, W) in [0, 1]
     video = np.stack([make_clip(seed, SIZE, FRAMES)["video"] for seed in range(4)])
     return torch.from_numpy(video).permute(0, 1, 4, 2, 3).float() / 255
 
 
-def test_supervised_overfit_cuts_l1_five_fold(one_thread):
+def test_supervised_overfit_cuts_l1_five_fold():
     torch.manual_seed(0)
     clips = _clips()
     image, future = clips[:, 0], clips[:, 1:]

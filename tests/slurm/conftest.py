@@ -27,10 +27,10 @@ LOCAL_CLUSTER = REPO / "slurm" / "local-cluster"
 TINY = [
     "model.frames=4", "model.spatial_frames=2", "model.ch_g=4", "model.ch_ds=4", "model.ch_dt=4",
     "model.style_dim=16", "model.noise_dim=8", "train.batch=2", "train.n_critic=1", "train.sample_kimg=1000",
-    "train.snapshot_kimg=0.004",  # a full checkpoint every 2 steps (2 clips a step)
+    "train.snapshot_kimg=0.004",  # a full checkpoint every ~4 steps
     "train.keep_last=10", "data.workers=0", "data.shuffle_buffer=4",
 ]
-MAX_STEPS = 8
+MAX_STEPS = 24  # enough steps after the first checkpoint for a requeue to land mid-run
 
 
 def _free_ports(n: int) -> list[int]:

@@ -1,6 +1,6 @@
 """`vsyn launch` / `vsyn jobs` against a real single-node SLURM (slurm/local-cluster) and submitit's LocalExecutor.
 
-Every training job runs the real trainer (`vsyn.train.run`) with 2 CPU ranks on gloo, tiny model, 8 steps.
+Every training job runs the real trainer (`vsyn.train.run`) with 2 CPU ranks on gloo, tiny model, 24 steps.
 """
 
 from __future__ import annotations
@@ -99,8 +99,7 @@ def test_requeued_job_resumes_to_identical_weights(reference_run, shards_url, tm
     code, _ = launch(capsys, run_dir, f"data.train={shards_url}")
     assert code == 0
     job_id = launches(run_dir)[0].job_ids[0]
-    wait_for(lambda: (run_dir / "checkpoints" / "ckpt-000000002" / "COMPLETE").is_file(), 120, "the first checkpoint",
-             poll=0.1)
+    wait_for(lambda: list((run_dir / "checkpoints").glob("ckpt-*/COMPLETE")), 120, "the first checkpoint", poll=0.1)
     subprocess.run(["scontrol", "requeue", job_id], check=True)  # SIGTERM: the trainer saves, the job requeues
     wait_for(lambda: _slurm_state(job_id).state == "PENDING", 60, "the requeued job to pend")
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)  # skip the ~120 s hold
@@ -118,7 +117,8 @@ def test_cancel_stops_running_job(slurm_cluster, shards_url, tmp_path, capsys) -
     code, _ = launch(capsys, run_dir, f"data.train={shards_url}", steps=100_000)
     assert code == 0
     job_id = launches(run_dir)[0].job_ids[0]
-    wait_for(lambda: _slurm_state(job_id).state == "RUNNING", 60, "the job to run")
+    # In the loop (signal handlers installed): the trainer saves on the SIGTERM, and the job must not requeue.
+    wait_for(lambda: list((run_dir / "checkpoints").glob("ckpt-*/COMPLETE")), 120, "the first checkpoint", poll=0.2)
     code, out = vsyn(capsys, "jobs", "cancel", str(run_dir))
     assert code == 0 and f"cancelled job(s) {job_id}" in out
     wait_for(lambda: _slurm_state(job_id).state == "CANCELLED", 60, "the job to be cancelled")
@@ -126,6 +126,21 @@ def test_cancel_stops_running_job(slurm_cluster, shards_url, tmp_path, capsys) -
              60, "the job to leave the queue")
     code, out = vsyn(capsys, "jobs", "cancel", job_id)
     assert "nothing to cancel" in out
+    assert "Restarts=0" in subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+
+
+def test_sweep_runs_as_one_job_array(slurm_cluster, shards_url, tmp_path, capsys) -> None:
+    code, out = vsyn(capsys, "launch", "tiny-cpu", "--profile", "local", "--tasks-per-node", "1", "--sweep",
+                     "train.seed=1,2", "--wait", "train.max_steps=2", f"train.run_dir={tmp_path}/{{name}}",
+                     f"data.train={shards_url}", *TINY)
+    assert code == 0, out
+    runs = [tmp_path / "tiny-cpu-seed1", tmp_path / "tiny-cpu-seed2"]
+    ids = [launches(r)[0].job_ids[0] for r in runs]
+    assert ids[0].split("_")[0] == ids[1].split("_")[0] and ids[0] != ids[1]  # tasks of one array
+    for run, seed in zip(runs, (1, 2)):
+        assert json.loads((run / "config.json").read_text())["train"]["seed"] == seed
+        assert (run / "checkpoints" / "ckpt-000000002" / "COMPLETE").is_file()
+        assert _slurm_state(launches(run)[0].job_ids[0]).state == "COMPLETED"
 
 
 def test_failing_job_surfaces_stderr_tail(slurm_cluster, tmp_path, capsys) -> None:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from vsyn.config import Config, load_config
@@ -25,9 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def describe(cfg: Config) -> dict[str, Any]:
     """Per network: class, integer `params` (trainable) and `params_with_sn_vectors` (the method doc's convention)."""
     try:
-        with torch.device("meta"):  # shapes only: no memory, no init cost
-            generator = build_generator(cfg.model)
-            critics = build_critics(cfg.model)
+        # Built for real on the CPU: on the meta device spectral norm's start-up power iterations are slower.
+        generator, critics = build_generator(cfg.model), build_critics(cfg.model)
     except ValueError as exc:  # a size the networks cannot take (e.g. too small for the critics)
         raise VsynError(f"config '{cfg.name}': {exc}") from None
     nets: dict[str, nn.Module] = {

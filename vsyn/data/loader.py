@@ -13,8 +13,10 @@ them ``flow`` float32 (B,T-1,2,H,W) and ``mask`` uint8 (B,H,W). Faults are count
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -198,30 +200,48 @@ class ShardLoader:
             raise TypeError("this training loader is endless: no epoch size (pass epoch_samples or use a manifest)")
         return self.steps_per_epoch
 
-    def _batches(self, items: Iterator[dict]) -> Iterator[dict]:
-        for item in items:
-            self.report.record(item.pop(FAULTS_KEY, []))
-            if FATAL_KEY in item:
-                raise VsynError(item[FATAL_KEY])
-            if "video" in item:
-                yield item
+    def _unwrap(self, item: dict) -> dict | None:
+        """Book the faults a worker attached; a batch, or None for a faults-only message."""
+        self.report.record(item.pop(FAULTS_KEY, []))
+        if FATAL_KEY in item:
+            raise VsynError(item[FATAL_KEY])
+        return item if "video" in item else None
 
     def __iter__(self) -> Iterator[dict]:
         if not self.train:
             n = 0
-            for batch in self._batches(iter(self._loader)):
-                n += 1
-                yield batch
+            for item in self._loader:
+                if (batch := self._unwrap(item)) is not None:
+                    n += 1
+                    yield batch
             if n == 0 and self.report.skipped:
                 bad = ", ".join(f"{u} ({r})" for u, r in list(self.report.first_reason.items())[:5])
                 raise VsynError(f"no readable samples in {len(self.urls)} shard(s): {bad}")
             return
         if self._stream is None:
-            self._stream = self._batches(iter(self._loader))
-        for step, batch in enumerate(self._stream, start=1):
-            yield batch
-            if step == self.steps_per_epoch:
-                return
+            self._stream = iter(self._loader)
+            _OPEN_LOADERS.add(self)
+        n = 0
+        while self.steps_per_epoch is None or n < self.steps_per_epoch:
+            if (batch := self._unwrap(next(self._stream))) is not None:
+                n += 1
+                yield batch
+
+    def close(self) -> None:
+        """Stop the training stream's workers. They ignore SIGTERM (see ``worker_init_fn``), so multiprocessing's
+        exit-time terminate-and-join would wait on them forever; the DataLoader's own shutdown asks them to stop."""
+        stream, self._stream = self._stream, None
+        if stream is not None and hasattr(stream, "_shutdown_workers"):
+            stream._shutdown_workers()
+
+
+_OPEN_LOADERS: weakref.WeakSet[ShardLoader] = weakref.WeakSet()
+
+
+@atexit.register  # registered after torch's own exit hook, so it runs first, while shutdown still works
+def _close_open_loaders() -> None:
+    for loader in list(_OPEN_LOADERS):
+        loader.close()
 
 
 def make_loader(

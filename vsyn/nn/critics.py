@@ -109,7 +109,8 @@ def sample_frame_indices(
 ) -> Tensor:
     """K distinct indices from 1..frames−1 (frame 0, the input, is never shown to the spatial critic)."""
     assert 1 <= k <= frames - 1, (frames, k)
-    return (torch.randperm(frames - 1, generator=generator)[:k] + 1).to(device)
+    source = generator.device if generator is not None else "cpu"
+    return (torch.randperm(frames - 1, generator=generator, device=source)[:k] + 1).to(device)
 
 
 def build_critics(model_cfg: ModelConfig) -> Critics:

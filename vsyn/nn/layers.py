@@ -23,9 +23,8 @@ def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
 
 def sn_vector_count(module: nn.Module) -> int:
     """Elements of the spectral-norm u, v vectors (buffers in torch's parametrization, parameters in the original)."""
-    return sum(
-        b.numel() for name, b in module.named_buffers() if ".parametrizations." in name and name.endswith(("._u", "._v"))
-    )
+    buffers = module.named_buffers()
+    return sum(b.numel() for name, b in buffers if ".parametrizations." in name and name.endswith(("._u", "._v")))
 
 
 def count_params(module: nn.Module, *, with_sn_vectors: bool = False) -> int:
@@ -71,11 +70,14 @@ def modulated_conv2d(
     *,
     demodulate: bool = True,
     up_kernel: Tensor | None = None,  # (4, 4) blur FIR: upsample ×2 (transposed conv, then blur); None: no upsampling
-    fused: bool = True,
+    grouped: bool = False,
 ) -> Tensor:  # (N, O, H', W'), H' = 2H if upsampling else H
-    """StyleGAN2 modulated conv. `fused=True` is the efficient form (scale inputs, one shared conv over all frames,
-    demodulate outputs), exact because the style is per video; `fused=False` is the reference with per-frame
-    modulated weights in a grouped conv."""
+    """StyleGAN2 modulated conv.
+
+    Default: the efficient form. Scale the inputs by the style, run one ordinary conv over all N frames, demodulate
+    the outputs; exact because modulation and demodulation are per (video, channel) scalings. `grouped=True` is the
+    reference: per-frame modulated weights in a grouped conv with N groups (what NVlabs calls fused_modconv).
+    """
     n, i, h, w = x.shape
     o, wi, kh, kw = weight.shape
     b = styles.shape[0]
@@ -83,7 +85,7 @@ def modulated_conv2d(
     t = n // b
     pad = kh // 2
     up = up_kernel is not None
-    if fused:
+    if not grouped:
         y = x * styles.repeat_interleave(t, dim=0)[:, :, None, None]
         if up:
             y = blur_upsampled(F.conv_transpose2d(y, weight.transpose(0, 1), stride=2), up_kernel)
@@ -131,7 +133,7 @@ class ModulatedConv2d(nn.Module):
         self.scale = 1.0 / math.sqrt(in_ch * kernel * kernel)
         self.affine = EqualLinear(style_dim, in_ch, bias_init=1.0)
         self.demodulate = demodulate
-        self.fused = True  # False selects the grouped-conv reference form
+        self.grouped = False  # True selects the grouped-conv reference form
         self.register_buffer("blur", blur_kernel() if up else None, persistent=False)
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:  # x (B·T, I, H, W), style (B, style_dim)
@@ -141,7 +143,7 @@ class ModulatedConv2d(nn.Module):
             self.affine(style),
             demodulate=self.demodulate,
             up_kernel=self.blur,
-            fused=self.fused,
+            grouped=self.grouped,
         )
 
 
