@@ -115,12 +115,13 @@ class _Context:
 class DirectTarget:
     """The handler in process, behind a TorchServe-like dynamic batcher (one worker thread)."""
 
-    def __init__(self, model_dir: Path, device: str, batch_size: int, max_delay_s: float, frames: int, fmt: str):
+    def __init__(self, model_dir: Path, device: str, batch_size: int, max_delay_s: float, frames: int, fmt: str,
+                 handler_options: dict[str, Any]):  # fmt: skip
         from serve.handler import VsynHandler
 
         gpu_id = (torch.device(device).index or 0) if device.startswith("cuda") else None
         self.handler = VsynHandler()
-        self.handler.initialize(_Context(model_dir, gpu_id, {}, []))
+        self.handler.initialize(_Context(model_dir, gpu_id, handler_options, []))
         self.options = {"x-vsyn-frames": str(frames), "x-vsyn-format": fmt}
         self.batch_size, self.max_delay_s = batch_size, max_delay_s
         self.queue: queue.Queue[tuple[bytes, int, Future]] = queue.Queue()
@@ -223,12 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", help="use the server started by `vsyn serve start --run-dir DIR`")
     p.add_argument("--preset", default="sky128", help="generator size, randomly initialised (default sky128)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--requests", type=int, default=0, help="requests per level (default max(16, 3 x concurrency))")
+    p.add_argument("--requests", type=int, default=0, help="requests per level (default max(16, 2 x concurrency))")
     p.add_argument("--frames", type=int, default=25)
     p.add_argument("--format", default="mp4", choices=("mp4", "webm", "gif"))
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-batch-delay-ms", type=int, default=20)
     p.add_argument("--device", default="auto", help="direct mode: auto | cpu | cuda[:N]")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="handler precision")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -240,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.direct:
             device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
             send = DirectTarget(make_snapshot(tmp_path, args.preset), device, args.batch_size,
-                                args.max_batch_delay_ms / 1e3, args.frames, args.format)  # fmt: skip
+                                args.max_batch_delay_ms / 1e3, args.frames, args.format,
+                                {"precision": args.precision})  # fmt: skip
             mode = f"direct (in-process handler + batcher), device {device}"
         else:
             from serve import server
@@ -252,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 mode = f"TorchServe at {settings.url()} (existing server)"
             else:
                 store = tmp_path / "store"
-                options = ServingOptions(batch_size=args.batch_size, max_batch_delay_ms=args.max_batch_delay_ms)
+                options = ServingOptions(batch_size=args.batch_size, max_batch_delay_ms=args.max_batch_delay_ms,
+                                         precision=args.precision)  # fmt: skip
                 export(make_snapshot(tmp_path, args.preset), store, options=options)
                 ports = server.free_ports(5)
                 settings = ServerSettings(model_store=store, run_dir=tmp_path / "run", inference_port=ports[0],
@@ -268,12 +272,13 @@ def main(argv: list[str] | None = None) -> int:
             rows = []
             for c in args.concurrency:
                 run_level(send, image, c, c)  # warm-up at this batch size (first call per shape is slow on CPU)
-                rows.append(run_level(send, image, c, args.requests or max(16, 3 * c)))
+                rows.append(run_level(send, image, c, args.requests or max(16, 2 * c)))
                 print(f"concurrency {c}: p50 {rows[-1]['p50']:.0f} ms, {rows[-1]['videos_s']:.2f} videos/s", flush=True)
         finally:
             stop()
 
-    batching = f"batch size {args.batch_size}, max batch delay {args.max_batch_delay_ms} ms"
+    batching = (f"batch size {args.batch_size}, max batch delay {args.max_batch_delay_ms} ms, "
+                f"precision {args.precision}")  # fmt: skip
     report = "\n".join([
         f"## bench/serve.py: {args.preset} (random init), {args.frames} frames, {args.format} — "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",

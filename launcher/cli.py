@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 from launcher import jobs as jobs_mod
-from launcher.job import DEFAULT_ENTRY
 from launcher.launch import Launch, launch_training, resolve_configs
-from launcher.profiles import available_profiles, load_profile, parse_slurm_time, with_overrides
+from launcher.profiles import available_profiles, load_profile, with_overrides
 from launcher.record import LaunchRecord
 from vsyn.errors import VsynError
 
@@ -55,7 +54,6 @@ def register_launch(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep", action="append", default=[], metavar="key=v1,v2,...",
                    help="one run per value (repeat for a grid), submitted as one job array")
     p.add_argument("--wait", action="store_true", help="wait for the jobs to finish; exit 1 if one fails")
-    p.add_argument("--entry", default=DEFAULT_ENTRY, help=argparse.SUPPRESS)  # module:function, for tests
     p.set_defaults(func=_launch)
     p.__class__ = _IntermixedParser  # the main parser built it; only its parsing mode changes
 
@@ -91,11 +89,9 @@ def _launch(args: argparse.Namespace) -> int:
         account=args.account,
         qos=args.qos,
     )
-    if args.time:
-        parse_slurm_time(args.time)
     cfgs = resolve_configs(args.config, args.overrides, args.sweep)
     launch = launch_training(
-        cfgs, profile, local=args.local, chain=args.chain, entry=args.entry, command=["vsyn", *sys.argv[1:]]
+        cfgs, profile, local=args.local, chain=args.chain, command=["vsyn", *sys.argv[1:]]
     )
     where = "locally" if args.local else f"to SLURM ({profile.partition or 'default partition'})"
     for record in launch.records:
@@ -124,8 +120,8 @@ def _wait(launch: Launch, poll_s: float = 2.0) -> int:
 def _finished(job, launch: Launch) -> bool:  # noqa: ANN001 - a submitit Job
     if launch.records[0].executor == "local":
         return job.done()  # polls (and reaps) the controller process
-    state = jobs_mod._slurm_state(str(job.job_id))
-    return state.state not in ("UNKNOWN",) and not state.active
+    state = jobs_mod.slurm_state(str(job.job_id))
+    return state.state != "UNKNOWN" and not state.active
 
 
 def _print_states(target: jobs_mod.Target) -> int:

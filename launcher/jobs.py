@@ -107,10 +107,10 @@ def _run_dirs_from_slurm(job_id: str) -> list[Path]:
 def states(target: Target) -> list[JobState]:
     if target.record is not None and target.record.executor == "local":
         return [_local_state(target.record, j) for j in target.job_ids]
-    return [_slurm_state(j) for j in target.job_ids]
+    return [slurm_state(j) for j in target.job_ids]
 
 
-def _slurm_state(job_id: str) -> JobState:
+def slurm_state(job_id: str) -> JobState:
     out = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Elapsed,NodeList", "-j", job_id])
     if out is not None and out.returncode == 0:
         for line in out.stdout.splitlines():

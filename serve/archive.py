@@ -36,8 +36,11 @@ class ServingOptions:
     device: str = "auto"  # auto (GPU when present) | cpu | gpu
     limits: Limits = field(default_factory=Limits)
     encode_threads: int = 0  # videos encoded in parallel per batch; 0 = min(8, CPU count)
+    precision: str = "auto"  # auto (bf16 where the device runs it fast) | fp32 | bf16
 
     def to_yaml(self) -> str:
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise VsynError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
         if self.device not in ("auto", "cpu", "gpu"):
             raise VsynError(f"device must be auto, cpu or gpu, not {self.device!r}")
         if self.batch_size < 1 or self.max_batch_delay_ms < 0 or not 1 <= self.min_workers <= self.max_workers:
@@ -51,6 +54,7 @@ class ServingOptions:
             "handler": {
                 **{k: getattr(self.limits, k) for k in Limits.__dataclass_fields__},
                 "encode_threads": self.encode_threads,
+                "precision": self.precision,
             },
         }
         if self.device != "auto":

@@ -28,6 +28,8 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-workers", type=int, default=1)
     p.add_argument("--response-timeout", type=int, default=120, help="seconds per batch before TorchServe gives up")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="auto: GPU when present")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 autocast where the device runs it fast (CUDA, AVX512-BF16/AMX CPUs)")
     p.add_argument("--max-frames", type=int, default=128, help="largest 'frames' a request may ask for")
     p.add_argument("--max-image-pixels", type=int, default=25_000_000, help="decompression-bomb cap per image")
     p.add_argument("--force", action="store_true", help="overwrite an existing .mar")
@@ -45,6 +47,7 @@ def _export(args: argparse.Namespace) -> int:
         max_workers=args.max_workers,
         response_timeout_s=args.response_timeout,
         device=args.device,
+        precision=args.precision,
         limits=Limits(max_frames=args.max_frames, max_image_pixels=args.max_image_pixels),
     )
     path = export(args.checkpoint, args.model_store, name=args.name, version=args.version, options=options,

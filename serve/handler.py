@@ -11,7 +11,7 @@ module, so it defines exactly one class and reaches everything else through the 
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import time
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from serve.protocol import Limits, RequestError, VideoRequest, parse_request, resize_video
+from serve.protocol import Limits, RequestError, VideoRequest, error_body, parse_request, resize_video
 from vsyn.inference import animate, load_generator
 from vsyn.video import encode_video
 
@@ -36,13 +36,15 @@ class VsynHandler:
         self.default_frames = 0
         self.limits = Limits()
         self.encoder: ThreadPoolExecutor | None = None
+        self.device = torch.device("cpu")
+        self.autocast: torch.dtype | None = None  # None: plain fp32
         self.initialized = False
 
     def initialize(self, context: Any) -> None:
         props = context.system_properties
         gpu_id = props.get("gpu_id")
         use_gpu = torch.cuda.is_available() and gpu_id is not None
-        device = torch.device(f"cuda:{gpu_id}" if use_gpu else "cpu")
+        device = self.device = torch.device(f"cuda:{gpu_id}" if use_gpu else "cpu")
         self.generator, cfg = load_generator(Path(props["model_dir"]), ema=True, device=device)
         self.resolution, self.default_frames = cfg.model.resolution, cfg.model.frames
         options = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
@@ -50,18 +52,25 @@ class VsynHandler:
         # Encoders are single-threaded (deterministic bytes) and release the GIL: encode a batch's videos in parallel.
         threads = int(options.get("encode_threads", 0)) or min(8, os.cpu_count() or 1)
         self.encoder = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode")
+        self.autocast = _autocast_dtype(str(options.get("precision", "auto")), device)
         # One throw-away call so the first client does not pay for lazy kernel, allocator and codec set-up.
-        warm = animate(self.generator, np.zeros((1, self.resolution, self.resolution, 3), np.uint8), num_frames=2)
+        with self._precision():
+            warm = animate(self.generator, np.zeros((1, self.resolution, self.resolution, 3), np.uint8), num_frames=2)
         encode_video(warm[0], fmt="mp4")
         self.initialized = True
-        log.info("vsyn generator %s on %s, limits %s", cfg.name, device, self.limits)
+        log.info("vsyn generator %s on %s (%s), limits %s", cfg.name, device, self.autocast or "fp32", self.limits)
+
+    def _precision(self) -> contextlib.AbstractContextManager:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes | str]:
         responses: list[bytes | str] = [b""] * len(data)
-        parsed: dict[int, VideoRequest] = {}
+        groups: dict[int, list[tuple[int, VideoRequest]]] = defaultdict(list)  # frame count -> requests
         for i, fields in enumerate(data):
             try:
-                parsed[i] = parse_request(
+                req = parse_request(
                     fields,
                     context.get_all_request_header(i),
                     resolution=self.resolution,
@@ -69,48 +78,71 @@ class VsynHandler:
                     limits=self.limits,
                 )
             except RequestError as exc:
-                responses[i] = self._error(context, i, exc.status, exc.phrase, exc.body())
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, req in parsed.items():
-            groups[req.frames].append(i)
-        for frames, idxs in groups.items():
+                responses[i] = self._error(context, i, exc.status, exc.phrase, exc.message)
+                continue
+            except Exception:  # noqa: BLE001 - an input we did not foresee: fail this request, not the batch
+                log.exception("could not parse request %d", i)
+                responses[i] = self._error(context, i, 500, "Internal Server Error", "could not process the request")
+                continue
+            groups[req.frames].append((i, req))
+        for frames, members in groups.items():
+            idxs, reqs = [i for i, _ in members], [r for _, r in members]
             try:
-                self._generate(frames, [parsed[i] for i in idxs], idxs, context, responses)
-            except Exception:  # noqa: BLE001 - the worker must survive anything; the client gets a 500
-                log.exception("generation failed for a group of %d requests", len(idxs))
+                videos = self._generate(frames, reqs)
+            except Exception:  # noqa: BLE001 - the worker must survive anything; these clients get a 500
+                log.exception("generation failed for a group of %d requests", len(reqs))
                 for i in idxs:
-                    body = json.dumps({"code": 500, "type": "InternalServerError", "message": "generation failed"})
-                    responses[i] = self._error(context, i, 500, "Internal Server Error", body)
+                    responses[i] = self._error(context, i, 500, "Internal Server Error", "generation failed")
+                continue
+            for i, req, video in zip(idxs, reqs, videos):
+                responses[i] = video
+                context.set_response_content_type(i, req.content_type)
+                context.set_response_header(i, "X-Vsyn-Seed", str(req.seed))  # lets a client reproduce a random one
+                context.set_response_header(i, "X-Vsyn-Batch-Size", str(len(reqs)))  # observability: batched?
         return responses
 
-    def _generate(
-        self, frames: int, reqs: list[VideoRequest], idxs: list[int], context: Any, responses: list[bytes | str]
-    ) -> None:
+    def _generate(self, frames: int, reqs: list[VideoRequest]) -> list[bytes]:
+        """One generator call for requests of equal length, then their videos encoded in parallel."""
         start = time.perf_counter()
         images = np.stack([r.image for r in reqs])
         mask = None
         if any(r.mask is not None for r in reqs):  # unmasked batch mates get "everything may move"
             ones = np.ones((1, self.resolution, self.resolution), np.float32)
             mask = np.stack([r.mask if r.mask is not None else ones for r in reqs])
-        videos = animate(self.generator, images, num_frames=frames, seeds=[r.seed for r in reqs], mask=mask)
+        with self._precision():
+            videos = animate(self.generator, images, num_frames=frames, seeds=[r.seed for r in reqs], mask=mask)
         generated = time.perf_counter()
-        encoded = self.encoder.map(_encode, reqs, videos)
-        for i, req, data in zip(idxs, reqs, encoded):
-            responses[i] = data
-            context.set_response_content_type(i, req.content_type)
-            context.set_response_header(i, "X-Vsyn-Seed", str(req.seed))  # lets a client reproduce a random one
-            context.set_response_header(i, "X-Vsyn-Batch-Size", str(len(reqs)))  # observability: was it batched?
+        encoded = list(self.encoder.map(_encode, reqs, videos))
         log.debug(
             "batch of %d x %d frames: generate %.0f ms, encode %.0f ms",
             len(reqs), frames, 1e3 * (generated - start), 1e3 * (time.perf_counter() - generated),
         )  # fmt: skip
+        return encoded
 
     @staticmethod
-    def _error(context: Any, i: int, status: int, phrase: str, body: str) -> str:
+    def _error(context: Any, i: int, status: int, phrase: str, message: str) -> str:
+        """Per-request status and a JSON body in TorchServe's own error shape; batch mates are unaffected."""
         context.set_response_status(status, phrase, idx=i)
         context.set_response_content_type(i, "application/json")
-        return body
+        return error_body(status, phrase, message)
 
 
 def _encode(req: VideoRequest, video: np.ndarray) -> bytes:
     return encode_video(resize_video(video, req.out_size), fps=req.fps, fmt=req.fmt)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where the hardware runs it fast (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32.
+
+    Measured on the sky128 generator: ~1.5x faster on a 2-core AVX512-BF16 CPU; outputs differ from fp32 by at
+    most 2/255 (mean 0.08/255) and stay deterministic, so "same seed, same bytes" holds per precision.
+    """
+    if precision == "fp32":
+        return None
+    if precision not in ("auto", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    if device.type == "cuda":
+        fast = torch.cuda.is_bf16_supported()
+    else:
+        fast = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return torch.bfloat16 if precision == "bf16" or fast else None

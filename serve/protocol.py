@@ -49,8 +49,12 @@ class RequestError(Exception):
         return self.REASONS.get(self.status, "Error")
 
     def body(self) -> str:
-        # The same shape TorchServe uses for its own errors, so a client parses one kind of error.
-        return json.dumps({"code": self.status, "type": self.phrase.replace(" ", ""), "message": self.message})
+        return error_body(self.status, self.phrase, self.message)
+
+
+def error_body(status: int, phrase: str, message: str) -> str:
+    """The JSON shape TorchServe uses for its own errors, so a client parses one kind of error."""
+    return json.dumps({"code": status, "type": phrase.replace(" ", ""), "message": message})
 
 
 @dataclass(frozen=True)

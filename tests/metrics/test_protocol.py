@@ -65,8 +65,11 @@ def test_stats_cache_key_and_round_trip(tmp_path):
 
 def test_data_digest_uses_the_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text('{"shards": []}')
-    d1 = data_digest(str(tmp_path / "shard-{000000..000003}.tar"))
-    assert d1 == data_digest(str(tmp_path / "manifest.json"))
+    d1 = data_digest(str(tmp_path / "manifest.json"))
+    assert d1 == data_digest(str(tmp_path)) == data_digest(str(tmp_path) + "/")
+    pattern = data_digest(str(tmp_path / "shard-{000000..000003}.tar"))
+    assert pattern != d1 and pattern != data_digest(str(tmp_path / "shard-{000000..000001}.tar"))
+    assert data_digest(str(tmp_path / "manifest.json#val")) != d1
     (tmp_path / "manifest.json").write_text('{"shards": [1]}')
     assert data_digest(str(tmp_path / "manifest.json")) != d1
     assert data_digest("s3://b/x.tar") == data_digest("s3://b/x.tar") != data_digest("s3://b/y.tar")

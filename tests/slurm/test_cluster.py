@@ -6,14 +6,16 @@ Every training job runs the real trainer (`vsyn.train.run`) with 2 CPU ranks on 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import LOCAL_CLUSTER, MAX_STEPS, TINY, wait_for
+from conftest import LOCAL_CLUSTER, MAX_STEPS, REPO, TINY, wait_for
 from safetensors.torch import load_file
 
-from launcher.jobs import _slurm_state
+from launcher.jobs import slurm_state
 from launcher.launch import launch_array
 from launcher.profiles import load_profile, with_overrides
 from launcher.record import launches
@@ -101,14 +103,15 @@ def test_requeued_job_resumes_to_identical_weights(reference_run, shards_url, tm
     job_id = launches(run_dir)[0].job_ids[0]
     wait_for(lambda: list((run_dir / "checkpoints").glob("ckpt-*/COMPLETE")), 120, "the first checkpoint", poll=0.1)
     subprocess.run(["scontrol", "requeue", job_id], check=True)  # SIGTERM: the trainer saves, the job requeues
-    wait_for(lambda: _slurm_state(job_id).state == "PENDING", 60, "the requeued job to pend")
+    wait_for(lambda: slurm_state(job_id).state == "PENDING", 60, "the requeued job to pend")
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)  # skip the ~120 s hold
-    wait_for(lambda: _slurm_state(job_id).state in ("COMPLETED", "FAILED"), 180, "the resumed job to finish")
-    assert _slurm_state(job_id).state == "COMPLETED"
+    wait_for(lambda: slurm_state(job_id).state in ("COMPLETED", "FAILED"), 180, "the resumed job to finish")
+    assert slurm_state(job_id).state == "COMPLETED"
     show = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert "Restarts=1" in show
     rank0 = next(Path(launches(run_dir)[0].submitit_folder).glob(f"{job_id}_0_log.err")).read_text()
-    assert "requeueing SLURM job" in rank0 and "restart 1" in rank0
+    assert ": not requeueing" in rank0  # SLURM was requeueing it already: no second requeue from the job
+    assert "restart 1" in rank0
     assert_same_weights(ref_dir / "checkpoints" / FINAL, run_dir / "checkpoints" / FINAL)
 
 
@@ -121,7 +124,7 @@ def test_cancel_stops_running_job(slurm_cluster, shards_url, tmp_path, capsys) -
     wait_for(lambda: list((run_dir / "checkpoints").glob("ckpt-*/COMPLETE")), 120, "the first checkpoint", poll=0.2)
     code, out = vsyn(capsys, "jobs", "cancel", str(run_dir))
     assert code == 0 and f"cancelled job(s) {job_id}" in out
-    wait_for(lambda: _slurm_state(job_id).state == "CANCELLED", 60, "the job to be cancelled")
+    wait_for(lambda: slurm_state(job_id).state == "CANCELLED", 60, "the job to be cancelled")
     wait_for(lambda: not subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True).stdout.strip(),
              60, "the job to leave the queue")
     code, out = vsyn(capsys, "jobs", "cancel", job_id)
@@ -140,7 +143,7 @@ def test_sweep_runs_as_one_job_array(slurm_cluster, shards_url, tmp_path, capsys
     for run, seed in zip(runs, (1, 2)):
         assert json.loads((run / "config.json").read_text())["train"]["seed"] == seed
         assert (run / "checkpoints" / "ckpt-000000002" / "COMPLETE").is_file()
-        assert _slurm_state(launches(run)[0].job_ids[0]).state == "COMPLETED"
+        assert slurm_state(launches(run)[0].job_ids[0]).state == "COMPLETED"
 
 
 def test_failing_job_surfaces_stderr_tail(slurm_cluster, tmp_path, capsys) -> None:
@@ -184,4 +187,27 @@ def test_local_executor_runs_the_same_launch(reference_run, shards_url, tmp_path
     assert sorted(p.name for p in Path(record.submitit_folder).glob(f"{job_id}_*_log.err")) == [
         f"{job_id}_0_log.err", f"{job_id}_1_log.err"]
     # Same code path, same 2 ranks: the same weights as the SLURM run.
+    assert_same_weights(ref_dir / "checkpoints" / FINAL, run_dir / "checkpoints" / FINAL)
+
+
+@pytest.mark.slow
+def test_plain_sbatch_script_requeues_on_usr2(reference_run, shards_url, tmp_path) -> None:
+    ref_dir, _ = reference_run
+    run_dir = tmp_path / "sbatch-run"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # `vsyn` in the job
+    submit = subprocess.run(
+        ["sbatch", "--parsable", f"--chdir={tmp_path}", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1",
+         "--time=10:00", str(REPO / "slurm" / "train.sbatch"), "tiny-cpu", *TINY, f"data.train={shards_url}",
+         f"train.max_steps={MAX_STEPS}", f"train.run_dir={run_dir}"],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    job_id = submit.stdout.strip().split(";")[0]
+    wait_for(lambda: list((run_dir / "checkpoints").glob("ckpt-*/COMPLETE")), 120, "the first checkpoint", poll=0.1)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what SLURM sends before the time limit
+    wait_for(lambda: slurm_state(job_id).state == "PENDING", 60, "the script to requeue the job")
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+    wait_for(lambda: slurm_state(job_id).state in ("COMPLETED", "FAILED"), 180, "the resumed job to finish")
+    log = next(tmp_path.glob(f"slurm-vsyn-{job_id}.out")).read_text(errors="replace")
+    assert slurm_state(job_id).state == "COMPLETED", log[-2000:]
+    assert f"requeueing job {job_id}" in log and "resumed from" in log
     assert_same_weights(ref_dir / "checkpoints" / FINAL, run_dir / "checkpoints" / FINAL)

@@ -245,7 +245,7 @@ def _close_open_loaders() -> None:
 
 
 def make_loader(
-    urls: str | Sequence[str],
+    urls: str | os.PathLike | Sequence[str],
     *,
     frames: int,
     batch_size: int,

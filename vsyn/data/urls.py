@@ -46,9 +46,11 @@ def _from_manifest(url: str) -> list[Shard]:
     return [Shard(join(base, e["name"]), int(e["num_samples"])) for e in chosen]
 
 
-def resolve(data: str | Sequence[str]) -> list[Shard]:
+def resolve(data: str | os.PathLike | Sequence[str]) -> list[Shard]:
     """The shards behind ``data``; raises VsynError when there are none."""
-    parts = data.split("::") if isinstance(data, str) else list(data)
+    if isinstance(data, os.PathLike):
+        data = os.fspath(data)
+    parts = data.split("::") if isinstance(data, str) else [os.fspath(p) for p in data]
     shards: list[Shard] = []
     for part in (p.strip() for p in parts):
         if not part:

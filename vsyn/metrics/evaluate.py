@@ -24,7 +24,7 @@ from vsyn.metrics.fvd import load_video_detector, video_features
 from vsyn.metrics.protocol import Protocol, ProtocolCard, data_digest, load_stats, save_stats, standard_protocol, stats_path
 from vsyn.metrics.psnr import psnr_frames
 from vsyn.metrics.ssim import ssim_frames
-from vsyn.metrics.utils import (MomentAccumulator, all_gather_rows, local_share, rank_world, to_uint8_values,
+from vsyn.metrics.utils import (MomentAccumulator, all_gather_rows, all_ranks_true, local_share, rank_world, to_uint8_values,
                                 video_fn)
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,8 @@ def evaluate(generator: object, loader: Iterable[dict], names: list[str], data_u
         det, det_sha = _detector(proto, settings)
         path = stats_path(cache_dir, digest, proto, det_sha)
         cached = load_stats(path) if det_sha != "unverified" else None
+        if not all_ranks_true(cached is not None):  # every rank must take the same path (collectives below)
+            cached = None
         dim = getattr(det, "feature_dim", 400)
         feats[name] = {"proto": proto, "det": det, "sha": det_sha, "path": path, "cached": cached,
                        "real": None if cached else MomentAccumulator(dim), "fake": MomentAccumulator(dim)}

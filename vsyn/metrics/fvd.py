@@ -62,11 +62,12 @@ def prepare_clips(clips: torch.Tensor, protocol: Protocol) -> torch.Tensor:
 
 @torch.no_grad()
 def video_features(detector: torch.nn.Module, clips: torch.Tensor, protocol: Protocol, *, batch: int = 16,
-                   bf16: bool = False) -> np.ndarray:
-    """(B, T, 3, H, W) -> (B, 400) float64 features; `batch` clips per detector call, on the detector's device."""
+                   bf16: bool = False, tf32: bool = False) -> np.ndarray:
+    """(B, T, 3, H, W) -> (B, 400) float64 features; `batch` clips per detector call, on the detector's device.
+    `tf32`/`bf16` are for benchmarking the trade-off only (bench/eval.py); the metrics use neither."""
     device = next(iter(detector.parameters()), torch.empty(0)).device
     out = []
-    with exact_matmul():
+    with exact_matmul(enabled=not tf32):
         for i in range(0, clips.shape[0], batch):
             x = prepare_clips(clips[i:i + batch].to(device), protocol)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

@@ -130,17 +130,41 @@ class ProtocolCard:
         return path
 
 
+def _read_manifest(part: str) -> bytes | None:
+    """Bytes of the manifest.json that describes `part` (itself, the folder/prefix it names, or the folder of a
+    local shard pattern); local, http(s) or s3 through vsyn.data's readers. None when there is none to read."""
+    base = part.split("#", 1)[0]
+    if base.endswith("manifest.json"):
+        location = base
+    elif base.endswith("/") or ("://" not in base and Path(base).is_dir()):
+        location = base.rstrip("/") + "/manifest.json"
+    elif "://" not in base:
+        location = str(Path(base.split("{")[0]).parent / "manifest.json")
+    else:
+        location = base.rsplit("/", 1)[0] + "/manifest.json"
+    try:
+        if "://" not in location:
+            return Path(location).read_bytes() if Path(location).is_file() else None
+        from vsyn.data.streams import read_bytes
+
+        return read_bytes(location)
+    except Exception:  # no manifest there: fall back to the URL itself
+        return None
+
+
 def data_digest(url: str) -> str:
-    """sha256 of the dataset manifest when it is a readable local file (the url itself, or manifest.json beside the
-    shards); otherwise of the URL string. The manifest holds every shard's sha256, so it identifies the data."""
-    candidates = [Path(url)] if url.endswith(".json") else []
-    first = url.split("::")[0].split(" ")[0]
-    if "://" not in first:
-        candidates.append(Path(first.split("{")[0]).parent / "manifest.json")
-    for candidate in candidates:
-        if candidate.is_file():
-            return hashlib.sha256(candidate.read_bytes()).hexdigest()
-    return hashlib.sha256(url.encode()).hexdigest()
+    """Identify the real data: sha256 over, per `::`-part, the manifest's bytes (it holds every shard's sha256) plus
+    the part's last path component (a shard subset or `#split`), or the whole part when no manifest is readable."""
+    digest = hashlib.sha256()
+    for part in url.split("::"):
+        manifest = _read_manifest(part)
+        if manifest is None:
+            digest.update(b"url:" + part.encode())
+        else:
+            digest.update(b"manifest:" + hashlib.sha256(manifest).digest())
+            tail = part.rstrip("/").rsplit("/", 1)[-1]
+            digest.update(b"" if tail == "manifest.json" or Path(part).is_dir() else tail.encode())
+    return digest.hexdigest()
 
 
 def stats_key(digest: str, protocol: Protocol, detector_sha256: str) -> str:

@@ -218,10 +218,13 @@ def library_versions() -> dict[str, str]:
 class exact_matmul:
     """Context: turn TF32 off for convs and matmuls (on by default for cuDNN convs), so fp32 detectors are fp32."""
 
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
     def __enter__(self) -> "exact_matmul":
         self._saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = not self.enabled
+        torch.backends.cudnn.allow_tf32 = not self.enabled
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -294,3 +297,15 @@ class MomentAccumulator:
         mu = self.s / self.n
         sigma = (self.q - self.n * torch.outer(mu, mu)) / (self.n - ddof)
         return mu.numpy(), ((sigma + sigma.T) / 2).numpy()
+
+
+def all_ranks_true(flag: bool) -> bool:
+    """True only if `flag` holds on every rank (collective decisions, e.g. 'use the cache', must agree)."""
+    rank, world = rank_world()
+    if world == 1:
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" \
+        else torch.device("cpu")
+    t = torch.tensor([1 if flag else 0], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return bool(t.item())

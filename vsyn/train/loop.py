@@ -28,7 +28,7 @@ from vsyn.train.randomness import StepRandom, step_seed
 from vsyn.train.runtime import build_runtime, channels_last_, frozen
 from vsyn.train.samples import SampleSheet
 from vsyn.train.signals import PreemptionFlag
-from vsyn.train.stream import ClipStream, LoaderFactory
+from vsyn.train.stream import ClipStream, LoaderFactory, close_loader
 
 log = logging.getLogger("vsyn.train")
 
@@ -187,6 +187,7 @@ def _train(cfg: Config, rt, ema: GeneratorEMA, factory: LoaderFactory, ckpt_root
                     return EXIT_DONE
         finally:
             progress.close()
+            stream.close()
 
 
 def _after_snapshot(cfg: Config, rt, ema: GeneratorEMA, saved: Path, step: int, nimg: int, best: Any) -> Any:
@@ -221,7 +222,12 @@ def _broadcast_obj(rt, obj: Any) -> Any:
 
 def _sample_sheet(cfg: Config, factory: LoaderFactory, generator) -> SampleSheet:
     """Fixed input clips (from a reader with its own seed) and fixed noise, so sheets compare across kimg."""
-    real = next(iter(factory(step_seed(cfg.train.seed, 0, 99))))["video"][:SAMPLE_CLIPS]
+    loader = factory(step_seed(cfg.train.seed, 0, 99))
+    batches = iter(loader)
+    real = next(batches)["video"][:SAMPLE_CLIPS].clone()
+    batches.close()
+    del batches, loader
+    close_loader()
     gen = torch.Generator().manual_seed(step_seed(cfg.train.seed, 0, 98))
     return SampleSheet(real.cpu(), generator.sample_noise(real.shape[0], generator=gen))
 

@@ -20,13 +20,15 @@ DeepSpeed with a GAN (../shared/notes.md), each point handled here or by the loo
 - both accelerators' `save_state` write the same file names: G and D get separate directories; DeepSpeed
   saves are collective, so every rank calls `save`;
 - Accelerate's DeepSpeed path imports `transformers`: checked up front with a clear error;
-- without a launcher DeepSpeed looks for MPI: single-process runs get RANK/WORLD_SIZE/... defaults.
+- without a launcher DeepSpeed looks for MPI: single-process runs get RANK/WORLD_SIZE/... defaults;
+- (found here) DeepSpeed's initial parameter broadcast fails on 0-dim parameters: `promote_scalar_params_`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -108,6 +110,16 @@ def channels_last_(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         if p.dim() == 4:
             p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return module
+
+
+def promote_scalar_params_(module: nn.Module) -> nn.Module:
+    """0-dim parameters become shape (1,) in place: DeepSpeed 0.19.8's initial broadcast does
+    `p.data.view(torch.uint8)`, which fails on 0-dim tensors (the critics' attention gain γ). (1,) broadcasts
+    exactly like a scalar in the forward; only the DeepSpeed checkpoints of the critics see the new shape."""
+    for p in module.parameters():
+        if p.dim() == 0:
+            p.data = p.data.reshape(1)
     return module
 
 
@@ -238,6 +250,7 @@ def build_runtime(
 
     t = cfg.train
     cpu = not torch.cuda.is_available()
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one INFO line per saved file otherwise
     trackers: dict[str, Any] = {"log_with": "tensorboard", "project_dir": str(log_dir)} if log_dir else {}
     use_deepspeed = t.distributed == "deepspeed"
     if use_deepspeed:
@@ -256,6 +269,8 @@ def build_runtime(
         kwargs = [InitProcessGroupKwargs(backend="gloo")] if cpu else []
         acc_g = Accelerator(deepspeed_plugins=plugins, kwargs_handlers=kwargs, **trackers)
         acc_d = Accelerator()
+        promote_scalar_params_(generator)
+        promote_scalar_params_(critics)
         acc_g.state.select_deepspeed_plugin("G")
         generator, opt_g = acc_g.prepare(generator, opt_g)
         acc_d.state.select_deepspeed_plugin("D")

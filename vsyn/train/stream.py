@@ -9,6 +9,7 @@ which is small for this GAN (8 clips by default).
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -17,7 +18,17 @@ from vsyn.train.randomness import step_seed
 
 LoaderFactory = Callable[[int], Iterable[dict[str, Any]]]  # seed -> iterable of {"video": uint8 (B,T,3,H,W), ...}
 
-_STREAM_ID = 1  # keeps data seeds apart from the per-step noise seeds
+_STREAM_ID = 1
+
+def close_loader(*objs: object) -> None:
+    """Close whatever can be closed, then collect; callers must have dropped their own references."""
+    for obj in objs:
+        close = getattr(obj, "close", None)
+        if callable(close):
+            close()
+    del objs
+    gc.collect()  # break reader cycles so the DataLoader iterator's __del__ shuts its workers down gracefully
+  # keeps data seeds apart from the per-step noise seeds
 
 
 class ClipStream:
@@ -33,6 +44,7 @@ class ClipStream:
 
     def _open(self, block: int, epoch: int) -> None:
         self._skipped_before += self._loader_skipped()
+        self.close()
         self._block, self._epoch = block, epoch
         self._loader = self.factory(step_seed(self.seed, block, _STREAM_ID + epoch))
         self._it = iter(self._loader)
@@ -76,6 +88,14 @@ class ClipStream:
     def skipped(self) -> int:
         """Samples the reader dropped (unreadable, too short) since this process started."""
         return self._skipped_before + self._loader_skipped()
+
+    def close(self) -> None:
+        """Shut the reader's workers down now. Readers may hold reference cycles (a generator over themselves),
+        and a worker that outlives them blocks interpreter exit: DataLoader workers ignore SIGTERM here, so
+        multiprocessing's exit-time terminate() cannot stop them."""
+        it, loader = self._it, self._loader
+        self._it = self._loader = None
+        close_loader(it, loader)
 
     def state(self) -> dict[str, int]:
         return {"step": self.step, "seed": self.seed, "block_steps": self.block_steps}

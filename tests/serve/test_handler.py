@@ -1,0 +1,87 @@
+"""The handler in process, with a stand-in for TorchServe's context: batch grouping and failure isolation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from serve_helpers import encode_image, landscape
+
+import serve.handler
+from serve.handler import VsynHandler
+from vsyn.video import decode_video
+
+
+class FakeContext:
+    """The part of ts.context.Context the handler touches (verified against TorchServe 0.12 in test_rest.py)."""
+
+    def __init__(self, model_dir, headers=(), handler_options=None):
+        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
+        self.model_yaml_config = {"handler": handler_options or {}}
+        self.headers = list(headers)
+        self.status: dict[int, int] = {}
+        self.types: dict[int, str] = {}
+        self.response_headers: dict[int, dict[str, str]] = {}
+
+    def get_all_request_header(self, idx):
+        return self.headers[idx]
+
+    def set_response_status(self, code=200, phrase="", idx=0):
+        self.status[idx] = code
+
+    def set_response_content_type(self, idx, value):
+        self.types[idx] = value
+
+    def set_response_header(self, idx, key, value):
+        self.response_headers.setdefault(idx, {})[key] = value
+
+
+def request(frames: int, fmt: str = "mp4", seed: int = 0) -> tuple[dict, dict]:
+    headers = {"body": {"content-type": "image/png"}, "X-Vsyn-Frames": str(frames), "X-Vsyn-Format": fmt,
+               "X-Vsyn-Seed": str(seed)}  # fmt: skip
+    return {"body": bytearray(encode_image(landscape()))}, headers
+
+
+@pytest.fixture(scope="module")
+def handler(checkpoint) -> VsynHandler:
+    h = VsynHandler()
+    h.initialize(FakeContext(checkpoint, handler_options={"precision": "fp32", "max_frames": 16}))
+    return h
+
+
+def test_groups_by_frame_count_and_isolates_bad_requests(handler) -> None:
+    reqs = [request(4), ({"body": bytearray(b"junk")}, {}), request(6, "gif"), request(4, "webm", seed=9)]
+    ctx = FakeContext(".", [h for _, h in reqs])
+    out = handler.handle([d for d, _ in reqs], ctx)
+    assert ctx.status == {1: 415} and json.loads(out[1])["code"] == 415
+    assert [decode_video(out[i]).shape[0] for i in (0, 2, 3)] == [4, 6, 4]
+    assert ctx.types == {0: "video/mp4", 1: "application/json", 2: "image/gif", 3: "video/webm"}
+    assert [ctx.response_headers[i]["X-Vsyn-Batch-Size"] for i in (0, 2, 3)] == ["2", "1", "2"]
+    assert ctx.response_headers[3]["X-Vsyn-Seed"] == "9"
+
+
+def test_a_failing_group_does_not_take_the_batch_down(handler, monkeypatch) -> None:
+    real = serve.handler.animate
+
+    def flaky(generator, images, *, num_frames, **kw):
+        if num_frames == 5:
+            raise RuntimeError("simulated failure")
+        return real(generator, images, num_frames=num_frames, **kw)
+
+    monkeypatch.setattr(serve.handler, "animate", flaky)
+    reqs = [request(5), request(3), request(5)]
+    ctx = FakeContext(".", [h for _, h in reqs])
+    out = handler.handle([d for d, _ in reqs], ctx)
+    assert ctx.status == {0: 500, 2: 500}
+    assert json.loads(out[0]) == {"code": 500, "type": "InternalServerError", "message": "generation failed"}
+    assert decode_video(out[1]).shape[0] == 3
+    monkeypatch.undo()
+    ctx = FakeContext(".", [reqs[0][1]])
+    assert decode_video(handler.handle([reqs[0][0]], ctx)[0]).shape[0] == 5  # and the next call works
+
+
+def test_limits_come_from_model_config(handler) -> None:
+    data, headers = request(17)
+    ctx = FakeContext(".", [headers])
+    out = handler.handle([data], ctx)
+    assert ctx.status == {0: 400} and "2..16" in json.loads(out[0])["message"]

@@ -1,0 +1,80 @@
+"""Preemption on CPU, in real subprocesses: SIGKILL mid-run then resume is exact; SIGUSR2 saves and exits 3."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from trainkit import REPO, read_losses, run_train, scratch_env, train_args, vsyn_cmd
+
+from vsyn.snapshot import newest_checkpoint
+
+STEPS = 12
+# a checkpoint every critic step (4 clips = 0.004 kimg), so a kill always lands shortly after one
+EXTRA = ("loss.kind=wgan-gp", "train.snapshot_kimg=0.004", "train.keep_last=2", "data.workers=1")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, shards) -> dict[int, dict[str, float]]:
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    run_train(run_dir, shards, *EXTRA, f"train.max_steps={STEPS}")
+    return read_losses(run_dir)
+
+
+def _start(run_dir: Path, shards: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(vsyn_cmd(*train_args(run_dir, shards, *EXTRA, *extra)), cwd=REPO, env=scratch_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer exited early ({proc.returncode}): {proc.stderr.read()[-4000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for the trainer")
+        time.sleep(0.05)
+
+
+def _ckpt_step(run_dir: Path) -> int:
+    ckpt = newest_checkpoint(run_dir)
+    return -1 if ckpt is None else json.loads((ckpt / "meta.json").read_text())["step"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_step_k_then_resume_gives_identical_losses(tmp_path, shards, reference):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, shards, f"train.max_steps={STEPS}")
+    _wait_for(lambda: _ckpt_step(run_dir) >= 4, proc)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    killed_at = _ckpt_step(run_dir)
+    assert 4 <= killed_at < STEPS, "the kill must land mid-run"
+    run_train(run_dir, shards, *EXTRA, f"train.max_steps={STEPS}")
+    resumed = read_losses(run_dir)
+    assert sorted(resumed) == list(range(STEPS))
+    assert resumed == reference  # bit-exact at every step, before and after the kill
+
+
+@pytest.mark.slow
+def test_sigusr2_saves_exits_3_and_resumes_exactly(tmp_path, shards, reference):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, shards, "train.max_steps=100000")
+    stats = run_dir / "logs" / "stats.jsonl"
+    _wait_for(lambda: stats.is_file() and len(stats.read_text().splitlines()) >= 3, proc)
+    proc.send_signal(signal.SIGUSR2)
+    assert proc.wait(timeout=120) == 3, proc.stderr.read()[-4000:]
+    saved = _ckpt_step(run_dir)
+    assert saved >= 3 and (newest_checkpoint(run_dir) / "COMPLETE").is_file()
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+    assert sorted(read_losses(run_dir)) == list(range(saved))  # the signal was honoured at a step boundary
+    end = min(saved + 3, STEPS) if saved < STEPS else saved + 1
+    run_train(run_dir, shards, *EXTRA, f"train.max_steps={end}")
+    resumed = read_losses(run_dir)
+    assert sorted(resumed) == list(range(end))
+    assert {s: resumed[s] for s in reference if s < end} == {s: reference[s] for s in reference if s < end}
