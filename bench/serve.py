@@ -196,10 +196,13 @@ def machine() -> str:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{socket.gethostname()}: {cpu}, {cores} cores, {gpu}; torch {torch.__version__}, Python {platform.python_version()}"
+    versions = f"torch {torch.__version__}, Python {platform.python_version()}"
+    return f"{socket.gethostname()}: {cpu}, {cores} cores, {gpu}; {versions}"
 
 
 def commit() -> str:
+    if os.environ.get("VSYN_COMMIT"):  # device runs get a tree without .git: the caller names the commit
+        return os.environ["VSYN_COMMIT"]
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
@@ -235,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
 
+    load_before = os.getloadavg()[0]
     image = test_image()
     stop: Callable[[], Any] = lambda: None  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="bench-serve-", dir=os.environ.get("TMPDIR")) as tmp:
@@ -284,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
         f"- machine: {machine()}",
+        f"- load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} (shared machines: read "
+        f"CPU figures with this in mind)",
         f"- commit: {commit()}",
         f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
         f"- mode: {mode}; {batching}; latency = request sent to video bytes received (closed loop)",

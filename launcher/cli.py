@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -91,7 +90,7 @@ def _launch(args: argparse.Namespace) -> int:
     )
     cfgs = resolve_configs(args.config, args.overrides, args.sweep)
     launch = launch_training(
-        cfgs, profile, local=args.local, chain=args.chain, command=["vsyn", *sys.argv[1:]]
+        cfgs, profile, local=args.local, chain=args.chain, command=_command_line(args)
     )
     where = "locally" if args.local else f"to SLURM ({profile.partition or 'default partition'})"
     for record in launch.records:
@@ -103,6 +102,19 @@ def _launch(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     return _wait(launch)
+
+
+def _command_line(args: argparse.Namespace) -> list[str]:
+    """The launch as a command line (rebuilt from the parsed arguments: `main()` may be called in-process)."""
+    cmd = ["vsyn", "launch", args.config, "--profile", args.profile]
+    for flag in ("nodes", "gpus_per_node", "tasks_per_node", "time", "partition", "account", "qos"):
+        if getattr(args, flag) is not None:
+            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    cmd += ["--local"] * args.local + ["--wait"] * args.wait
+    cmd += [f"--chain={args.chain}"] * (args.chain != 1)
+    for item in args.sweep:
+        cmd += ["--sweep", item]
+    return cmd + list(args.overrides)
 
 
 def _wait(launch: Launch, poll_s: float = 2.0) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,27 +160,15 @@ def launch_training(
         executor.update_parameters(slurm_comment=f"vsyn-run={run_dirs[0]}")
 
     jobs: list[list[submitit.Job]] = []
-    previous: list[submitit.Job] = []
-    for link in range(chain):
-        if previous:
-            # afterany: the next link starts however this one ended (time limit included).
-            executor.update_parameters(slurm_dependency=f"afterany:{_array_id(previous[0])}")
-        fns = [
-            TrainJob(
-                cfg.to_dict(),
-                entry=entry,
-                max_requeues=profile.max_requeues,
-                hand_over_on_timeout=link < chain - 1,
-                signal_delay_s=profile.signal_delay_s,
-            )
-            for cfg in cfgs
-        ]
-        try:
-            submitted = executor.submit_array(fns) if len(fns) > 1 else [executor.submit(fns[0])]
-        except submitit.core.utils.FailedJobError as exc:
-            raise VsynError(f"sbatch refused the job: {_first_line(exc)}") from None
-        jobs.append(submitted)
-        previous = submitted
+    try:
+        _submit_links(executor, cfgs, profile, jobs, chain=chain, entry=entry)
+    except BaseException:
+        # A chain refused half-way: cancel the links already queued, then leave no half-made launch behind.
+        for job in (j for link in jobs for j in link):
+            job.cancel(check=False)
+        for launch_dir in launch_dirs:
+            shutil.rmtree(launch_dir, ignore_errors=True)
+        raise
 
     code = code_version(launch_dirs[0])
     records = []
@@ -201,6 +190,40 @@ def launch_training(
         record.save()
         records.append(record)
     return Launch(records=records, jobs=jobs)
+
+
+def _submit_links(
+    executor: submitit.AutoExecutor,
+    cfgs: Sequence[Config],
+    profile: Profile,
+    jobs: list[list[submitit.Job]],
+    *,
+    chain: int,
+    entry: str,
+) -> None:
+    """Submit the runs (one job, or one array for several) `chain` times, each link `afterany` the previous;
+    appends each link's jobs to `jobs` as it goes."""
+    previous: list[submitit.Job] = []
+    for link in range(chain):
+        if previous:
+            # afterany: the next link starts however this one ended (time limit included).
+            executor.update_parameters(slurm_dependency=f"afterany:{_array_id(previous[0])}")
+        fns = [
+            TrainJob(
+                cfg.to_dict(),
+                entry=entry,
+                max_requeues=profile.max_requeues,
+                hand_over_on_timeout=link < chain - 1,
+                signal_delay_s=profile.signal_delay_s,
+            )
+            for cfg in cfgs
+        ]
+        try:
+            submitted = executor.submit_array(fns) if len(fns) > 1 else [executor.submit(fns[0])]
+        except submitit.core.utils.FailedJobError as exc:
+            raise VsynError(f"sbatch refused the job: {_first_line(exc)}") from None
+        jobs.append(submitted)
+        previous = submitted
 
 
 def _array_id(job: submitit.Job) -> str:

@@ -2,7 +2,7 @@
 
 TorchServe hands us a batch (up to `batchSize` requests gathered within `maxBatchDelay`). Each request is parsed
 on its own, so one bad request gets its own 4xx and never fails its batch mates; the valid ones are grouped by
-frame count (one generator call per group, seeds per video) and encoded one by one in the format each asked for.
+frame count (one generator call per group, seeds per video) and encoded in parallel, each in its own format.
 
 The .mar's files form a vsyn snapshot (config.json, generator_ema.safetensors, meta.json), so the model dir
 loads with `load_generator` as is. This file is copied into the .mar and imported by TorchServe as a top-level
@@ -28,6 +28,7 @@ from vsyn.inference import animate, load_generator
 from vsyn.video import encode_video
 
 log = logging.getLogger(__name__)
+
 
 class VsynHandler:
     def __init__(self) -> None:

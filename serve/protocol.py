@@ -37,7 +37,7 @@ MAX_SEED = 2**63 - 1
 class RequestError(Exception):
     """A request the client must fix; becomes an HTTP 4xx with a JSON body."""
 
-    REASONS = {400: "Bad Request", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content"}
+    REASONS = {400: "Bad Request", 413: "Content Too Large", 415: "Unsupported Media Type"}
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -196,12 +196,11 @@ def _decode_b64(name: str, value: Any) -> bytes:
         raise RequestError(400, f"JSON field '{name}' is not valid base64") from None
 
 
-def _split_fields(
-    fields: Mapping[str, Any], headers: Mapping[str, Any]
-) -> tuple[Any, Any, dict[str, Any]]:
+def _split_fields(fields: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """(image bytes, mask bytes or None, raw options) from whichever request shape the client used."""
     body = fields.get("body", fields.get("data"))
-    body_type = str((headers.get("body") or {}).get("content-type", "")) if isinstance(headers.get("body"), dict) else ""
+    part = headers.get("body")  # TorchServe keys a part's own headers by the part's name
+    body_type = str(part.get("content-type", "")) if isinstance(part, dict) else ""
     if body is not None and len(fields) == 1:
         if isinstance(body, (bytes, bytearray)) and body_type.split(";")[0].strip().lower() == "application/json":
             try:

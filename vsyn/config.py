@@ -89,6 +89,7 @@ class TrainConfig:
     log_every: int = 10  # steps between scalar logs
     max_steps: int = 0  # 0: run until total_kimg; >0 stops early (tests, benchmarks)
     data_block_steps: int = 500  # the data stream is reseeded every N steps; resume replays < N batches
+    trackers: str = "tensorboard"  # comma list of Accelerate trackers: tensorboard, wandb; "" for none
 
 
 @dataclass

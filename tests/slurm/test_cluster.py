@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LOCAL_CLUSTER, MAX_STEPS, REPO, TINY, wait_for
+from slurm_support import LOCAL_CLUSTER, MAX_STEPS, REPO, TINY, wait_for
 from safetensors.torch import load_file
 
 from launcher.jobs import slurm_state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -26,8 +27,9 @@ def reference(tmp_path_factory, shards) -> dict[int, dict[str, float]]:
 
 
 def _start(run_dir: Path, shards: Path, *extra: str) -> subprocess.Popen:
+    """In its own process group, so a signal can reach the DataLoader workers too, as SLURM's does."""
     return subprocess.Popen(vsyn_cmd(*train_args(run_dir, shards, *EXTRA, *extra)), cwd=REPO, env=scratch_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -67,7 +69,7 @@ def test_sigusr2_saves_exits_3_and_resumes_exactly(tmp_path, shards, reference):
     proc = _start(run_dir, shards, "train.max_steps=100000")
     stats = run_dir / "logs" / "stats.jsonl"
     _wait_for(lambda: stats.is_file() and len(stats.read_text().splitlines()) >= 3, proc)
-    proc.send_signal(signal.SIGUSR2)
+    os.killpg(proc.pid, signal.SIGUSR2)  # main process and reader workers alike: the workers must ignore it
     assert proc.wait(timeout=120) == 3, proc.stderr.read()[-4000:]
     saved = _ckpt_step(run_dir)
     assert saved >= 3 and (newest_checkpoint(run_dir) / "COMPLETE").is_file()

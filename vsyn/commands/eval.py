@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from vsyn.errors import VsynError
 
 COPY_FRAME0 = "copy-frame0"
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 
 from vsyn.errors import VsynError
@@ -129,8 +128,10 @@ def _detector(protocol: Protocol, settings: EvalSettings) -> tuple[torch.nn.Modu
 def evaluate(generator: object, loader: Iterable[dict], names: list[str], data_url: str, settings: EvalSettings,
              checkpoint: str = "") -> tuple[dict[str, float], dict[str, ProtocolCard]]:
     """Compute `names` for `generator` over `settings.n` clips of `loader` (uint8 `video`, and `flow`/`mask` for
-    motion). Returns (values, protocol cards per feature metric). Each rank consumes its own loader (shards split by
-    node) for its share of n; results are gathered/all-reduced so every rank returns the same values."""
+    motion). Returns (values, protocol cards per feature metric). Distributed: with `settings.shared_stream` every
+    rank reads the same stream and keeps clips i % world == rank of the first n; otherwise each rank's loader holds
+    its own shards and it takes its share of n. Moments are all-reduced and rows all-gathered, so every rank returns
+    the same values."""
     names = parse_metrics(names)
     protocols = build_protocols(names, settings)
     need = required_frames(names, protocols)
@@ -186,7 +187,9 @@ def evaluate(generator: object, loader: Iterable[dict], names: list[str], data_u
         if t < need:
             raise VsynError(f"clips have {t} frames but the requested metrics need {need} (frame 0 + generated)")
         real = real[:, :need].to(device)
-        fake = to_uint8_values(fn(real[:, 0].float() / 255, need)) / 255  # (B, T, 3, H, W) float [0,1], 8-bit
+        # Generated clips become uint8 once, like real ones on disk: every metric then sees exactly what a user gets,
+        # and every later /255 happens in float64.
+        fake = to_uint8_values(fn(real[:, 0].float() / 255, need)).to(device=device, dtype=torch.uint8)
         if fake.shape != real.shape:
             raise VsynError(f"generator returned {tuple(fake.shape)} for real clips {tuple(real.shape)}")
         for f in feats.values():
@@ -197,13 +200,12 @@ def evaluate(generator: object, loader: Iterable[dict], names: list[str], data_u
                 f["real"].update(extract(det, real, proto, batch=settings.batch, bf16=settings.bf16))
         if any(n in names for n in PAIRED_METRICS):
             cols = []
-            real_f = real[:, 1:].double() / 255
-            cols.append(psnr_frames(fake[:, 1:], real_f).mean(dim=1) if "psnr" in names else torch.zeros(b))
-            cols.append(ssim_frames(fake[:, 1:], real_f).mean(dim=1) if "ssim" in names else torch.zeros(b))
+            cols.append(psnr_frames(fake[:, 1:], real[:, 1:]).mean(dim=1) if "psnr" in names else torch.zeros(b))
+            cols.append(ssim_frames(fake[:, 1:], real[:, 1:]).mean(dim=1) if "ssim" in names else torch.zeros(b))
             if lpips_model is not None:
                 with torch.no_grad():
-                    d = lpips_model(fake[:, 1:].reshape(-1, *fake.shape[2:]).float(),
-                                    real_f.reshape(-1, *real.shape[2:]).float())
+                    d = lpips_model(fake[:, 1:].reshape(-1, *fake.shape[2:]).float() / 255,
+                                    real[:, 1:].reshape(-1, *real.shape[2:]).float() / 255)
                 cols.append(d.reshape(b, -1).double().mean(dim=1))
             else:
                 cols.append(torch.zeros(b))
@@ -247,13 +249,16 @@ def evaluate(generator: object, loader: Iterable[dict], names: list[str], data_u
         cards[name] = card
         if not f["cached"] and f["sha"] != "unverified" and rank == 0 and not settings.bf16:
             save_stats(f["path"], mu_r, sig_r, f["real"].n, card)
-    if rows:
-        r = all_gather_rows(torch.cat(rows).to(device)).cpu()
+    # Collectives on every rank, also one that got no clips (decided by the metric names, never by local data).
+    if any(n in names for n in PAIRED_METRICS):
+        local = torch.cat(rows) if rows else torch.zeros(0, 3, dtype=torch.float64)
+        r = all_gather_rows(local.to(device)).cpu()
         for i, name in enumerate(PAIRED_METRICS):
             if name in names:
                 values[name] = float(r[:, i].mean())
-    if motion_rows:
-        m = all_gather_rows(torch.cat(motion_rows).to(device)).cpu().double()
+    if "motion" in names:
+        local = torch.cat(motion_rows) if motion_rows else torch.zeros(0, 8 + need - 1, dtype=torch.float64)
+        m = all_gather_rows(local.to(device)).cpu().double()
         s = m.sum(dim=0)
         values["motion_epe"] = float(s[0] / s[3].clamp_min(1))
         values["motion_speed_ratio"] = float(s[1] / s[2].clamp_min(1e-12))

@@ -38,6 +38,7 @@ I3D_VIDEOGPT = WeightsSpec(
     env="VSYN_I3D_PATH",
     source="TATS repo tats/fvd/i3d_pretrained_400.pt, or VideoGPT's Google Drive id 1mQK8KD8G6UWRa5t87SRMm5PVXtlpneJT",
     sha256=I3D_VIDEOGPT_SHA256,
+    flag="--i3d-weights",
 )
 I3D_STYLEGANV = WeightsSpec(
     what="I3D (StyleGAN-V TorchScript)",
@@ -45,6 +46,7 @@ I3D_STYLEGANV = WeightsSpec(
     env="VSYN_I3D_TORCHSCRIPT_PATH",
     source="https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt (StyleGAN-V src/metrics/frechet_video_distance.py)",
     sha256=I3D_STYLEGANV_SHA256,
+    flag="--i3d-weights",
 )
 
 

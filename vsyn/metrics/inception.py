@@ -25,6 +25,7 @@ FID_INCEPTION = WeightsSpec(
     env="VSYN_INCEPTION_PATH",
     source="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
     sha256="6726825d",
+    flag="--inception-weights",
 )
 
 

@@ -22,6 +22,7 @@ LPIPS_LINEAR = WeightsSpec(
     env="VSYN_LPIPS_PATH",
     source="the lpips package (pip install lpips): lpips/weights/v0.1/alex.pth",
     sha256=None,  # not verifiable offline here; its digest goes into the card
+    flag="--lpips-weights",
 )
 ALEXNET = WeightsSpec(
     what="AlexNet ImageNet weights (torchvision)",
@@ -29,6 +30,7 @@ ALEXNET = WeightsSpec(
     env="VSYN_ALEXNET_PATH",
     source="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
     sha256="7be5be79",  # torch-hub file names carry the sha256 prefix
+    flag="--alexnet-weights",
 )
 _CHANNELS = (64, 192, 384, 256, 256)
 _TAPS = (1, 4, 7, 9, 11)  # indices of relu1..relu5 in torchvision's alexnet.features

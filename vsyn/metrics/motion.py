@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vsyn.metrics.psnr import psnr_frames
+from vsyn.metrics.psnr import as_unit, psnr_frames
 from vsyn.metrics.utils import all_gather_rows, local_share, to_uint8_values, video_fn
 
 ESTIMATOR = "pyramidal-lucas-kanade(levels=3, iters=5, sigma=3.0, presmooth=1.0, max_step=1.0, flow smoothing)"
@@ -104,7 +103,9 @@ def estimate_flow(frame0: torch.Tensor, frame1: torch.Tensor, *, levels: int = 3
 
 def _clip_rows(fake: torch.Tensor, real: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor, border: int,
                floor: bool) -> torch.Tensor:
-    """Per-clip sums for one batch -> (B, K) float64 rows (aggregated after gathering over ranks)."""
+    """Per-clip sums for one batch -> (B, K) float64 rows (aggregated after gathering over ranks).
+    fake, real: (B, T, 3, H, W) uint8 (or float [0,1])."""
+    fake, real = as_unit(fake), as_unit(real)
     b, t = fake.shape[:2]
     h, w = fake.shape[-2:]
     static = (mask.reshape(b, 1, h, w) > 0).to(torch.float64)
@@ -125,12 +126,12 @@ def _clip_rows(fake: torch.Tensor, real: torch.Tensor, flow: torch.Tensor, mask:
     epe, speed = flow_stats(fake)
     true_speed = (true.pow(2).sum(dim=2).sqrt() * moving).sum(dim=(1, 2, 3))
     n_moving = moving.sum(dim=(1, 2, 3)).expand(b) * (t - 1)
-    f = fake.double()
+    f = fake
     step = ((f[:, 1:] - f[:, :-1]).abs().mean(dim=2) * static).sum(dim=(1, 2, 3)) * 255
     drift = ((f[:, 1:] - f[:, :1]).abs().mean(dim=2) * static).sum(dim=(1, 2, 3)) * 255
     n_static = static.sum(dim=(1, 2, 3)).expand(b) * (t - 1)
-    psnr_t = psnr_frames(fake[:, 1:], real[:, 1:].double() / 255)  # (B, T-1)
-    epe_real = flow_stats(real.double() / 255)[0] if floor else torch.zeros_like(epe)
+    psnr_t = psnr_frames(fake[:, 1:], real[:, 1:])  # (B, T-1)
+    epe_real = flow_stats(real)[0] if floor else torch.zeros_like(epe)
     cols = [epe, speed, true_speed, n_moving, step, drift, n_static, epe_real]
     return torch.cat([torch.stack(cols, dim=1), psnr_t.double()], dim=1).cpu()
 
@@ -159,7 +160,7 @@ def benchmark(generator: object, loader: Iterable[dict], *, n: int | None = None
         flow = torch.as_tensor(batch["flow"])[:b].to(device)
         mask = torch.as_tensor(batch["mask"])[:b].to(device)
         fake = fn(real[:, 0].float() / 255, t)
-        fake = to_uint8_values(fake) / 255  # judge what users get: 8-bit frames
+        fake = to_uint8_values(fake).to(torch.uint8)  # judge what users get: 8-bit frames
         rows.append(_clip_rows(fake, real, flow, mask, border, estimator_floor))
         seen += b
         if want is not None and seen >= want:

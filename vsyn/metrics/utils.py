@@ -12,6 +12,7 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ class WeightsSpec:
     env: str  # environment variable holding the path
     source: str  # where the user can get it (we never fetch it)
     sha256: str | None = None  # full hex digest or a published prefix (torch-hub style); None = unknown
+    flag: str = ""  # the `vsyn eval` option that takes the path
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -54,8 +56,9 @@ def resolve_weights(spec: WeightsSpec, path: str | Path | None = None, expected_
     raw = path if path not in (None, "") else os.environ.get(spec.env, "")
     if not raw:
         raise VsynError(
-            f"{spec.what}: weights file '{spec.filename}' not given. Pass its path (or set {spec.env}=/path/to/"
-            f"{spec.filename}); it is never downloaded. Published at: {spec.source}"
+            f"{spec.what}: weights file '{spec.filename}' not given. Pass its path"
+            f"{f' ({spec.flag} PATH)' if spec.flag else ''} or set {spec.env}=/path/to/{spec.filename}; it is never "
+            f"downloaded. Published at: {spec.source}"
         )
     resolved = Path(raw).expanduser()
     if resolved.is_dir():
@@ -234,10 +237,10 @@ class exact_matmul:
 # ----------------------------------------------------------------------------------------------------------------
 # Generators as clip functions
 
-VideoFn = "Callable[[torch.Tensor, int], torch.Tensor]"  # (images (B,3,H,W) [0,1], num_frames) -> (B,T,3,H,W) [0,1]
+VideoFn = Callable[[torch.Tensor, int], torch.Tensor]  # (images (B,3,H,W) [0,1], num_frames) -> (B,T,3,H,W) [0,1]
 
 
-def video_fn(generator: object, *, seed: int = 0, device: str | torch.device = "cpu"):
+def video_fn(generator: object, *, seed: int = 0, device: str | torch.device = "cpu") -> VideoFn:
     """Turn a vsyn generator (nn.Module with `sample_noise`) or any callable `(images, num_frames) -> video` into
     a callable with that signature. Module noise is drawn from a torch.Generator seeded with `seed` (+ rank), so an
     evaluation is reproducible."""

@@ -70,6 +70,15 @@ def save_checkpoint(
     return final
 
 
+def update_trainer_state(ckpt: Path, **changes: Any) -> None:
+    """Rank 0: amend trainer.json of a finished checkpoint (write + rename, so it is never half-written)."""
+    path = ckpt / "state" / "trainer.json"
+    state = json.loads(path.read_text()) | changes
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path)
+
+
 def complete_checkpoints(root: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     if not root.is_dir():

@@ -1,4 +1,5 @@
-"""Snapshot hooks: named callables run on rank 0 after each snapshot, returning metrics to log.
+"""Snapshot hooks: named callables run on every rank after each snapshot (metrics are collective and return the
+same values on every rank), returning metrics to log.
 
 The registry keeps the loop ignorant of what is measured; `metrics` (the default) calls
 `vsyn.metrics.run_snapshot_metrics` when that exists and `cfg.eval.metrics` names some.
@@ -51,7 +52,17 @@ def _metrics(ctx: SnapshotContext) -> dict[str, float]:
     except (ImportError, AttributeError):
         log.warning("eval.metrics=%s but vsyn.metrics.run_snapshot_metrics is not available", ctx.cfg.eval.metrics)
         return {}
-    return dict(fn(ctx.generator_ema, ctx.cfg, snapshot=ctx.snapshot, device=ctx.device))
+    data_url = ctx.cfg.data.val or ctx.cfg.data.train
+    return dict(fn(ctx.generator_ema, ctx.cfg, names=ctx.cfg.eval.metrics, data_url=data_url, n=ctx.cfg.eval.n))
+
+
+def selection_score(name: str, value: float) -> float:
+    """Lower is better, whatever the metric's direction (vsyn.metrics knows each one)."""
+    try:
+        from vsyn.metrics import selection_score as score
+    except ImportError:
+        return value
+    return score(name, value)
 
 
 def run_snapshot_hooks(ctx: SnapshotContext) -> dict[str, float]:

@@ -70,14 +70,16 @@ class Progress:
         self.t0 = self.tick_t = time.perf_counter()
         self.tick_kimg = start_kimg
         self.bar = None
+        self._last_draw = 0.0
         if enabled:
             from tqdm import tqdm
 
             self.bar = tqdm(total=round(total_kimg, 3), initial=round(start_kimg, 3), unit="kimg", dynamic_ncols=True)
 
     def update(self, kimg: float, extra: dict[str, Any] | None = None) -> None:
-        if not self.bar:
+        if not self.bar or time.perf_counter() - self._last_draw < 0.5:
             return
+        self._last_draw = time.perf_counter()
         self.bar.n = round(kimg, 3)
         elapsed = time.perf_counter() - self.t0
         done = kimg - self.start_kimg

@@ -21,7 +21,7 @@ from vsyn.nn import build_critics, build_generator
 from vsyn.snapshot import copy_snapshot
 from vsyn.train import checkpoint
 from vsyn.train.ema import GeneratorEMA
-from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks
+from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks, selection_score
 from vsyn.train.logs import Progress, ScalarLog
 from vsyn.train.loss import VideoGANLoss
 from vsyn.train.randomness import StepRandom, step_seed
@@ -61,6 +61,7 @@ def loader_factory(cfg: Config) -> LoaderFactory:
             shuffle_buffer=cfg.data.shuffle_buffer,
             seed=seed,
             epoch_samples=cfg.train.data_block_steps * cfg.train.batch,
+            pin_memory=torch.cuda.is_available(),  # host-to-device copies then never stall the host
             rank=0,  # the global stream on every rank; ClipStream keeps this rank's slice
             world_size=1,
         )
@@ -191,33 +192,27 @@ def _train(cfg: Config, rt, ema: GeneratorEMA, factory: LoaderFactory, ckpt_root
 
 
 def _after_snapshot(cfg: Config, rt, ema: GeneratorEMA, saved: Path, step: int, nimg: int, best: Any) -> Any:
-    """Metric hooks on rank 0, and the best-by-metric snapshot kept beside the rolling checkpoints."""
-    if rt.is_main:
-        ctx = SnapshotContext(cfg, saved, ema.model, step, nimg / 1000, rt.device)
-        results = run_snapshot_hooks(ctx)
-        if results:
-            rt.acc_g.log({f"metrics/{k}": v for k, v in results.items()}, step=step)
+    """Metric hooks (collective: every rank gets the same values) and the best-by-metric snapshot, kept beside
+    the rolling checkpoints as checkpoints/best-<metric>/ (a snapshot without COMPLETE: never resumed from)."""
+    results = run_snapshot_hooks(SnapshotContext(cfg, saved, ema.model, step, nimg / 1000, rt.device))
+    if results:
+        rt.acc_g.log({f"metrics/{k}": v for k, v in results.items()}, step=step)
+        if rt.is_main:
             log.info("metrics at kimg %.3f: %s", nimg / 1000, results)
-        metric = cfg.eval.best_metric
-        if metric and metric in results and (best is None or results[metric] < best["value"]):
-            best = {"metric": metric, "value": float(results[metric]), "step": step}
-            dst = saved.parent / f"best-{metric}"
-            tmp = saved.parent / f".tmp-best-{metric}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            copy_snapshot(saved, tmp)
-            shutil.rmtree(dst, ignore_errors=True)
-            tmp.replace(dst)
-    return _broadcast_obj(rt, best)
-
-
-def _broadcast_obj(rt, obj: Any) -> Any:
-    if rt.world_size == 1:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    metric = cfg.eval.best_metric
+    if metric and metric in results:
+        score = selection_score(metric, float(results[metric]))
+        if best is None or score < best["score"]:
+            best = {"metric": metric, "value": float(results[metric]), "score": score, "step": step}
+            if rt.is_main:
+                dst, tmp = saved.parent / f"best-{metric}", saved.parent / f".tmp-best-{metric}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                copy_snapshot(saved, tmp)
+                shutil.rmtree(dst, ignore_errors=True)
+                tmp.replace(dst)
+                checkpoint.update_trainer_state(saved, best=best)  # a resume from here knows its own score
+        rt.barrier()
+    return best
 
 
 def _sample_sheet(cfg: Config, factory: LoaderFactory, generator) -> SampleSheet:

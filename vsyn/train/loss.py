@@ -14,8 +14,11 @@ Loss families (cfg.loss.kind):
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vsyn import losses
 from vsyn.config import Config
@@ -32,6 +35,19 @@ GENERATOR_LOSSES = {
     "hinge": losses.hinge_generator_loss,
     "logistic": losses.logistic_generator_loss,
 }
+
+
+@contextlib.contextmanager
+def _no_power_iteration(critics: nn.Module) -> Iterator[None]:
+    """Penalty forwards run in eval mode: spectral norm then reuses the step's u, v instead of updating them in
+    place a second time. Besides saving work, an in-place update after the compiled main forward saved those
+    buffers breaks its backward under torch.compile. The critics have no other train/eval-dependent layer."""
+    was_training = critics.training
+    critics.eval()
+    try:
+        yield
+    finally:
+        critics.train(was_training)
 
 
 class VideoGANLoss:
@@ -93,7 +109,7 @@ class VideoGANLoss:
         frames = (a_s * real[:, idx] + (1 - a_s) * fake[:, idx]).detach().requires_grad_(True)
         a_t = rnd.uniform()[:, None, None, None, None]  # one α per clip
         video = (a_t * real + (1 - a_t) * fake).detach().requires_grad_(True)
-        with self.rt.autocast(enabled=False):
+        with self.rt.autocast(enabled=False), _no_power_iteration(critics):
             gp_s = losses.gradient_penalty(critics.spatial(frames, cond), frames, batch_dims=2)
             gp_t = losses.gradient_penalty(critics.temporal(video), video, batch_dims=1)
         return gp_s, gp_t
@@ -102,7 +118,7 @@ class VideoGANLoss:
         critics = self.rt.raw_critics
         frames = real[:, idx].detach().requires_grad_(True)
         video = real.detach().requires_grad_(True)
-        with self.rt.autocast(enabled=False):
+        with self.rt.autocast(enabled=False), _no_power_iteration(critics):
             r1_s = losses.r1_penalty(critics.spatial(frames, real[:, 0]), frames, batch_dims=2)
             r1_t = losses.r1_penalty(critics.temporal(video), video, batch_dims=1)
         return r1_s, r1_t

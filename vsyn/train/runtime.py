@@ -251,7 +251,8 @@ def build_runtime(
     t = cfg.train
     cpu = not torch.cuda.is_available()
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one INFO line per saved file otherwise
-    trackers: dict[str, Any] = {"log_with": "tensorboard", "project_dir": str(log_dir)} if log_dir else {}
+    names = [n.strip() for n in t.trackers.split(",") if n.strip()]
+    trackers: dict[str, Any] = {"log_with": names, "project_dir": str(log_dir)} if log_dir and names else {}
     use_deepspeed = t.distributed == "deepspeed"
     if use_deepspeed:
         require_deepspeed()

@@ -1,0 +1,333 @@
+"""Training-step speed on one device: clips/s over a 2-critic + 1-generator cycle, ms per G and D step, peak memory, MFU.
+
+Runs the trainer's own pieces (vsyn.train: runtime, loss phases, EMA) exactly as the loop does, with a fresh batch
+per step. Clips are made on the device (smooth random textures drifting over a static half, no host copies) or,
+with --shards DIR, streamed from shards through the training reader (data pipeline included).
+
+FLOPs per step come from torch.utils.flop_counter.FlopCounterMode (forward, backward and the penalty's double
+backward), MFU is against a bf16 matmul peak measured on this device at start-up. Configs:
+  sky128  the original's 128 px setup: G ch 32, D_S ch 16, D_T ch 64, 25 frames, batch 8, WGAN-GP
+  bair64  the original's 64 px setup: G ch 16, D_S ch 32, D_T ch 32, 25 frames, batch 8, WGAN-GP
+  tiny    32 px, ch 4, 9 frames, batch 4: a CPU smoke test of this script
+
+  python bench/train.py                                   # sky128+bair64 x fp32+bf16 x eager+compiled
+  python bench/train.py --configs bair64 --precision bf16 --mode compiled --cycles 20
+  python bench/train.py --configs tiny --cycles 2 --warmup 1 --no-record   # CPU
+
+The table is printed and appended with machine, commit and command to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+sys.path.insert(0, str(ROOT))
+
+from vsyn.config import Config, load_config  # noqa: E402
+from vsyn.nn import build_critics, build_generator  # noqa: E402
+from vsyn.train.ema import GeneratorEMA  # noqa: E402
+from vsyn.train.loss import VideoGANLoss  # noqa: E402
+from vsyn.train.randomness import StepRandom  # noqa: E402
+from vsyn.train.runtime import build_runtime, channels_last_, frozen  # noqa: E402
+
+CONFIGS = {
+    "sky128": ("sky128", []),
+    "bair64": ("bair64", []),
+    "tiny": ("tiny-cpu", ["model.ch_g=4", "model.ch_ds=4", "model.ch_dt=4", "train.batch=4", "model.frames=9"]),
+}
+# The original implementation on one H100 (issue 4): clips/s with one micro-batch of 8, no host copies.
+ANCHOR_CLIPS_PER_S = {"sky128": 11.05, "bair64": 35.5}
+
+
+@dataclass
+class Row:
+    config: str
+    precision: str
+    mode: str
+    data: str
+    clips_per_s: float
+    ms_g: float
+    ms_d: float
+    peak_gib: float
+    tflop_cycle: float
+    mfu: float
+
+    def cells(self) -> list[str]:
+        anchor = ANCHOR_CLIPS_PER_S.get(self.config)
+        return [self.config, self.precision, self.mode, self.data, f"{self.clips_per_s:.2f}",
+                f"{self.clips_per_s / anchor:.2f}x" if anchor else "-", f"{self.ms_g:.1f}", f"{self.ms_d:.1f}",
+                f"{self.peak_gib:.2f}", f"{self.tflop_cycle:.3f}", f"{100 * self.mfu:.1f}"]
+
+
+HEADER = ["config", "precision", "mode", "data", "clips/s", "vs original", "ms per G step", "ms per D step",
+          "peak GPU memory (GiB)", "TFLOP per cycle", "MFU (%)"]
+
+
+class Timer:
+    """CUDA events on the GPU (no sync until read), perf_counter with a sync on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.spans: list[tuple] = []
+
+    def start(self):
+        if self.cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            return e
+        return time.perf_counter()
+
+    def stop(self, begin) -> None:
+        if self.cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            self.spans.append((begin, e))
+        else:
+            self.spans.append((begin, time.perf_counter()))
+
+    def mean_ms(self) -> float:
+        if not self.spans:
+            return float("nan")
+        if self.cuda:
+            torch.cuda.synchronize()
+            return sum(a.elapsed_time(b) for a, b in self.spans) / len(self.spans)
+        return 1000 * sum(b - a for a, b in self.spans) / len(self.spans)
+
+
+def synthetic_clips(batch: int, frames: int, res: int, device: torch.device, gen: torch.Generator) -> torch.Tensor:
+    """uint8 (B,T,3,H,W) made on the device: a smooth random texture drifting over a static lower half."""
+    coarse = torch.rand(batch, 3, res // 8, res // 8, device=device, generator=gen)
+    tex = torch.nn.functional.interpolate(coarse, size=(res, 2 * res), mode="bilinear", align_corners=False)
+    shift = torch.randint(1, 3, (batch,), device=device, generator=gen)
+    cols = (torch.arange(res, device=device)[None, None, :] + shift[:, None, None] *
+            torch.arange(frames, device=device)[None, :, None]) % (2 * res)  # (B, T, W)
+    idx = cols[:, :, None, None, :].expand(batch, frames, 3, res, res)
+    video = torch.gather(tex[:, None].expand(batch, frames, 3, res, 2 * res), 4, idx)
+    video[..., res // 2:, :] = video[:, :1, :, res // 2:, :]  # static ground
+    return (video * 255).to(torch.uint8)
+
+
+class GlobalFlopCounter(FlopCounterMode):
+    """FlopCounterMode without its per-module tracker, whose backward hooks break `autograd.grad` on leaf inputs
+    (the gradient penalty): "A leaf node was passed to _will_engine_execute_node ..." (torch 2.13)."""
+
+    def __enter__(self):
+        self.flop_counts.clear()
+        self.mode = _FlopCounterMode(self)
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *args):
+        out = self.mode.__exit__(*args)
+        self.mode = None
+        return out
+
+
+def bf16_peak_tflops(device: torch.device) -> float:
+    n, iters = (8192, 50) if device.type == "cuda" else (1024, 5)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * iters / (time.perf_counter() - t) / 1e12
+
+
+def build(cfg: Config):
+    """The loop's set-up (vsyn/train/loop.py), minus checkpoints and logs."""
+    torch.manual_seed(cfg.train.seed)
+    generator, critics = build_generator(cfg.model), build_critics(cfg.model)
+    ema = GeneratorEMA(generator, cfg.train.ema_halflife_kimg, cfg.train.ema_rampup)
+    if cfg.train.channels_last:
+        for m in (generator, critics, ema.model):
+            channels_last_(m)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas)
+    opt_d = torch.optim.Adam(critics.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas)
+    if cfg.train.compile:
+        generator.compile()
+        critics.compile()
+    rt = build_runtime(cfg, generator, critics, opt_g, opt_d, log_dir=None)
+    ema.model.to(rt.device)
+    return rt, ema, VideoGANLoss(cfg, rt)
+
+
+def bench_one(name: str, precision: str, mode: str, args: argparse.Namespace, peak: float) -> Row:
+    preset, overrides = CONFIGS[name]
+    extra = [f"train.precision={precision}", f"train.compile={mode == 'compiled'}",
+             f"train.channels_last={args.channels_last}", f"train.distributed={args.distributed}"]
+    if args.batch:
+        extra.append(f"train.batch={args.batch}")
+    if args.shards:
+        extra += [f"data.train={args.shards}", f"data.workers={args.workers}"]
+    cfg = load_config(preset, [*overrides, *extra])
+    t, m = cfg.train, cfg.model
+    rt, ema, loss = build(cfg)
+    device = rt.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    gen = torch.Generator(device=device).manual_seed(0)
+    stream = None
+    if args.shards:
+        from vsyn.train.loop import loader_factory
+        from vsyn.train.stream import ClipStream
+
+        stream = ClipStream(loader_factory(cfg), seed=0, block_steps=10**6, rank=0, world=1)
+        stream.seek(0)
+
+    def batch() -> torch.Tensor:
+        clips = stream.next()["video"] if stream else synthetic_clips(t.batch, m.frames, m.resolution, device, gen)
+        return clips.to(device, non_blocking=True).float() / 255
+
+    step = 0
+    nimg = 0
+    d_timer, g_timer = Timer(device), Timer(device)
+
+    def cycle(timed: bool) -> None:
+        nonlocal step, nimg
+        for i in range(t.n_critic + 1):
+            real = batch()
+            rnd = StepRandom(0, step, rank=0, world=1, local_batch=t.batch, device=device)
+            timer = d_timer if i < t.n_critic else g_timer
+            begin = timer.start()
+            if i < t.n_critic:
+                d_loss, _ = loss.critic_step_loss(real, rnd, step)
+                rt.step_critics(d_loss)
+                nimg += t.batch
+            else:
+                with frozen(rt.raw_critics):
+                    g_loss, _ = loss.generator_step_loss(real, rnd)
+                    rt.step_generator(g_loss)
+                ema.update(rt.raw_generator, nimg, t.n_critic * t.batch)
+            if timed:
+                timer.stop(begin)
+            step += 1
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(args.warmup):
+        cycle(timed=False)
+    sync()
+    begin = time.perf_counter()
+    for _ in range(args.cycles):
+        cycle(timed=True)
+    sync()
+    elapsed = time.perf_counter() - begin
+    ms_d, ms_g = d_timer.mean_ms(), g_timer.mean_ms()
+    peak_gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+
+    # FLOPs of one cycle, counted on an eager pass (compiled graphs hide their ops from the counter)
+    if mode == "compiled":
+        torch._dynamo.config.disable = True
+    counter = GlobalFlopCounter(display=False)
+    with counter:
+        cycle(timed=False)
+    torch._dynamo.config.disable = False
+    flops = counter.get_total_flops()
+    cycle_s = elapsed / args.cycles
+    clips_per_s = (t.n_critic + 1) * t.batch / cycle_s
+    if stream:
+        stream.close()
+    rt.end()
+    return Row(name, precision, mode, "shards" if args.shards else "on-device", clips_per_s, ms_g, ms_d, peak_gib,
+               flops / 1e12, flops / cycle_s / (peak * 1e12))
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        return f"{p.name} ({p.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}"
+    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def commit() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True).stdout
+        return rev.strip() + (" (uncommitted changes)" if dirty.strip() else "") if rev.strip() else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default="sky128,bair64", help=f"comma list of {', '.join(CONFIGS)}")
+    p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16")
+    p.add_argument("--mode", default="eager,compiled", help="comma list of eager, compiled")
+    p.add_argument("--cycles", type=int, default=10, help="timed cycles (n_critic D steps + 1 G step each)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed cycles first (compilation, cudnn autotune)")
+    p.add_argument("--batch", type=int, default=0, help="override the config's batch (default: its own, 8)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last weights and activations")
+    p.add_argument("--distributed", default="ddp", choices=["ddp", "deepspeed"], help="runtime (one process)")
+    p.add_argument("--shards", default="", help="stream clips from these shards (data pipeline included)")
+    p.add_argument("--workers", type=int, default=8, help="reader workers with --shards")
+    p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
+    args = p.parse_args(argv)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    peak = bf16_peak_tflops(device)
+    print(f"{machine()}; measured bf16 matmul peak {peak:.1f} TFLOP/s", flush=True)
+    rows = []
+    for name in args.configs.split(","):
+        for precision in args.precision.split(","):
+            for mode in args.mode.split(","):
+                try:
+                    row = bench_one(name, precision, mode, args, peak)
+                except torch.cuda.OutOfMemoryError as exc:
+                    print(f"{name} {precision} {mode}: out of memory ({exc})", flush=True)
+                    torch.cuda.empty_cache()
+                    continue
+                rows.append(row)
+                print(" | ".join(row.cells()), flush=True)
+    table = markdown(rows)
+    print(table)
+    if not args.no_record and rows:
+        block = "\n".join([
+            f"\n## bench/train.py — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+            f"- machine: {machine()}; measured bf16 matmul peak {peak:.1f} TFLOP/s",
+            f"- commit: {commit()}",
+            f"- command: `{shlex.join(['python', 'bench/train.py', *(argv if argv is not None else sys.argv[1:])])}`",
+            f"- clips/s: real clips per second over a cycle of {2} critic steps + 1 generator step, a fresh batch each"
+            " step; ms per step from CUDA events; MFU against the measured bf16 peak; 'vs original' divides by the "
+            "original implementation's H100 figure (issue 4).",
+            "",
+            table,
+            "",
+        ])
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS.open("a") as f:
+            f.write(block)
+        print(f"appended to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
