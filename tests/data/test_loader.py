@@ -53,7 +53,8 @@ def test_eval_reads_every_sample_once(procedural_shards, workers):
 
 
 def test_eval_frames_match_the_generator(procedural_shards):
-    """Decoded clips are the packed procedural clips (mp4 at CRF 17: close, not bit-exact); masks are exact."""
+    """Decoded clips are the packed procedural clips; masks are exact. mp4 is lossy (CRF 17, and 4:2:0 chroma costs
+    most at this tiny 32 px size), so frames are only close."""
     loader = make_loader(procedural_shards, frames=FRAMES, batch_size=1, mode="eval", workers=0)
     batch = next(iter(loader))
     url = resolve(str(procedural_shards))[0].url
@@ -63,7 +64,7 @@ def test_eval_frames_match_the_generator(procedural_shards):
         meta = json.load(tar.extractfile(f"{batch['__key__'][0]}.json"))
     clip = make_clip(meta["seed"], SIZE, FRAMES)
     video = batch["video"][0].permute(0, 2, 3, 1).numpy().astype(float)
-    assert np.abs(video - clip["video"]).mean() < 3.0
+    assert np.abs(video - clip["video"]).mean() < 8.0
     np.testing.assert_array_equal(batch["mask"][0].numpy(), clip["mask"])
     np.testing.assert_allclose(batch["flow"][0].numpy(), clip["flow"], atol=2e-3)
 
@@ -100,14 +101,14 @@ def test_flip_keeps_flow_true():
 
 
 def test_crop_is_centred_or_random():
-    video = np.arange(2 * 10 * 12 * 3, dtype=np.uint8).reshape(2, 10, 12, 3)
-    mask = np.zeros((10, 12), np.uint8)
-    centred = crop(Clip(video, None, mask), 8, None)
-    np.testing.assert_array_equal(centred.video, video[:, 1:9, 2:10])
+    position = (np.arange(10)[:, None] * 12 + np.arange(12)[None, :]).astype(np.uint8)  # pixel value = y * 12 + x
+    video = np.broadcast_to(position[None, :, :, None], (2, 10, 12, 3)).copy()
+    centred = crop(Clip(video, None, np.zeros((10, 12), np.uint8)), 8, None)
+    assert centred.video.shape == (2, 8, 8, 3) and centred.mask.shape == (8, 8)
+    assert centred.video[0, 0, 0, 0] == 1 * 12 + 2
     rng = np.random.default_rng(0)
-    origins = {tuple(np.argwhere(crop(Clip(video), 8, rng).video[0, :, :, 0] == video[0, :, :, 0].min())[0])
-               for _ in range(50)}
-    assert len({crop(Clip(video), 8, rng).video[0, 0, 0, 0] for _ in range(50)}) > 3 and origins
+    origins = {int(crop(Clip(video), 8, rng).video[0, 0, 0, 0]) for _ in range(100)}
+    assert origins == {y * 12 + x for y in range(3) for x in range(5)}
 
 
 def test_size_crops_through_the_loader(procedural_shards):

@@ -119,3 +119,31 @@ def test_forward_gives_time_averaged_logits():
     with torch.no_grad():
         out = model(x)
     assert out.shape == (1, 400) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("size,kernel,stride,expected", [
+    (16, 7, 2, (2, 3)),  # Conv3d_1a_7x7 on 16 frames: TF SAME puts the extra pixel at the back
+    (224, 7, 2, (2, 3)),
+    (15, 7, 2, (3, 3)),  # odd size: kernel - size % stride = 6
+    (112, 3, 2, (0, 1)),  # MaxPool3d_2a_3x3 spatially
+    (8, 1, 1, (0, 0)),  # MaxPool3d_2a_3x3 temporally (kernel 1)
+    (4, 2, 2, (0, 0)),  # MaxPool3d_5a_2x2
+    (28, 3, 1, (1, 1)),  # 3x3x3 convs and the branch-3 max pool
+])
+def test_same_padding_matches_tf(size, kernel, stride, expected):
+    from vsyn.metrics.i3d import _same_pad
+
+    assert _same_pad(size, kernel, stride) == expected
+
+
+def test_feature_map_sizes_for_16_and_128_frames():
+    """Temporal length before the [2,7,7] average pool: 16 frames -> 2 (one logit step), 128 -> 16 (15 steps)."""
+    model = I3D()
+    for t, expected in ((16, 2), (128, 16)):
+        x = torch.zeros(1, 3, t, 32, 32)
+        with torch.no_grad():
+            for module in model.children():
+                if module is model.avg_pool:
+                    break
+                x = module(x)
+        assert x.shape[1:3] == (1024, expected)

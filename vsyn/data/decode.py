@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 import av
 import numpy as np
@@ -18,7 +20,13 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 _FRAME_MEMBER = re.compile(r"^(\d+)\.(jpg|jpeg|png|webp)$")
-_REFORMATTER = VideoReformatter()  # reused: building a colour converter per frame doubles decode time
+
+
+@lru_cache(maxsize=2)
+def _reformatter(pid: int) -> VideoReformatter:
+    """One colour converter per process: building one per frame doubles decode time, and one inherited through
+    fork() deadlocks in the child."""
+    return VideoReformatter()
 
 
 def metadata(sample: dict) -> dict:
@@ -41,12 +49,13 @@ def _decode_mp4(data: bytes, indices: Sequence[int]) -> np.ndarray:
     wanted = set(indices)
     last = max(indices)
     frames: dict[int, np.ndarray] = {}
+    reformatter = _reformatter(os.getpid())
     with av.open(io.BytesIO(data), format="mp4") as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1  # one clip per loader worker; threads would only fight each other
         for i, frame in enumerate(container.decode(stream)):
             if i in wanted:
-                frames[i] = _REFORMATTER.reformat(frame, format="rgb24").to_ndarray()
+                frames[i] = reformatter.reformat(frame, format="rgb24").to_ndarray()
             if i >= last:
                 break
     missing = wanted - frames.keys()
