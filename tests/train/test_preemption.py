@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from trainkit import REPO, read_losses, run_train, scratch_env, train_args, vsyn_cmd
 
-from vsyn.snapshot import newest_checkpoint
+from vsyn.train.checkpoint import find_resume
 
 STEPS = 12
 # a checkpoint every critic step (4 clips = 0.004 kimg), so a kill always lands shortly after one
@@ -44,8 +44,16 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 180) -> None:
 
 
 def _ckpt_step(run_dir: Path) -> int:
-    ckpt = newest_checkpoint(run_dir)
-    return -1 if ckpt is None else json.loads((ckpt / "meta.json").read_text())["step"]
+    """Step of the newest complete checkpoint; the trainer renames and prunes concurrently, so retry on a race."""
+    for _ in range(10):
+        ckpt = find_resume(run_dir)
+        if ckpt is None:
+            return -1
+        try:
+            return json.loads((ckpt / "meta.json").read_text())["step"]
+        except FileNotFoundError:
+            time.sleep(0.05)
+    raise AssertionError("checkpoints kept disappearing")
 
 
 @pytest.mark.slow
@@ -72,7 +80,7 @@ def test_sigusr2_saves_exits_3_and_resumes_exactly(tmp_path, shards, reference):
     os.killpg(proc.pid, signal.SIGUSR2)  # main process and reader workers alike: the workers must ignore it
     assert proc.wait(timeout=120) == 3, proc.stderr.read()[-4000:]
     saved = _ckpt_step(run_dir)
-    assert saved >= 3 and (newest_checkpoint(run_dir) / "COMPLETE").is_file()
+    assert saved >= 3 and (find_resume(run_dir) / "COMPLETE").is_file()
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
     assert sorted(read_losses(run_dir)) == list(range(saved))  # the signal was honoured at a step boundary
     end = min(saved + 3, STEPS) if saved < STEPS else saved + 1

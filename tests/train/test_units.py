@@ -13,7 +13,6 @@ from torch import nn
 
 from vsyn.config import Config
 from vsyn.errors import VsynError
-from vsyn.snapshot import newest_checkpoint
 from vsyn.train import checkpoint
 from vsyn.train.ema import GeneratorEMA
 from vsyn.train.loop import crossed
@@ -160,7 +159,8 @@ def test_checkpoints_are_atomic_complete_and_pruned(tmp_path):
     # a save that died half-way: an incomplete newer dir and a temp dir are ignored, then cleaned up
     (root / "ckpt-000000012").mkdir()
     (root / ".tmp-ckpt-000000015").mkdir()
-    assert newest_checkpoint(tmp_path) == root / "ckpt-000000009"
+    (root / ".tmp-ckpt-000000015" / "COMPLETE").write_text("")  # killed between the marker and the rename
+    assert checkpoint.find_resume(tmp_path) == root / "ckpt-000000009"
     checkpoint.remove_stale_temps(root)
     assert not (root / ".tmp-ckpt-000000015").exists()
 

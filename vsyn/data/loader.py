@@ -210,7 +210,7 @@ class ShardLoader:
     def __iter__(self) -> Iterator[dict]:
         if not self.train:
             n = 0
-            for item in self._loader:
+            for item in _start(self._loader):
                 if (batch := self._unwrap(item)) is not None:
                     n += 1
                     yield batch
@@ -219,8 +219,7 @@ class ShardLoader:
                 raise VsynError(f"no readable samples in {len(self.urls)} shard(s): {bad}")
             return
         if self._stream is None:
-            self._stream = iter(self._loader)
-            _OPEN_LOADERS.add(self)
+            self._stream = _start(self._loader)
         n = 0
         while self.steps_per_epoch is None or n < self.steps_per_epoch:
             if (batch := self._unwrap(next(self._stream))) is not None:
@@ -228,20 +227,34 @@ class ShardLoader:
                 yield batch
 
     def close(self) -> None:
-        """Stop the training stream's workers. They ignore SIGTERM (see ``worker_init_fn``), so multiprocessing's
-        exit-time terminate-and-join would wait on them forever; the DataLoader's own shutdown asks them to stop."""
+        """Stop the training stream's worker processes now."""
         stream, self._stream = self._stream, None
-        if stream is not None and hasattr(stream, "_shutdown_workers"):
-            stream._shutdown_workers()
+        if stream is not None:
+            _shutdown(stream)
 
 
-_OPEN_LOADERS: weakref.WeakSet[ShardLoader] = weakref.WeakSet()
+# Workers ignore SIGTERM (see worker_init_fn), so multiprocessing's exit-time terminate-and-join would wait on any
+# still running forever. Every worker-backed iterator is therefore tracked and shut down the DataLoader's own way
+# (a stop message per worker) at exit -- by a hook registered after torch's, so it runs before torch disables that.
+_LIVE_ITERATORS: weakref.WeakSet = weakref.WeakSet()
 
 
-@atexit.register  # registered after torch's own exit hook, so it runs first, while shutdown still works
-def _close_open_loaders() -> None:
-    for loader in list(_OPEN_LOADERS):
-        loader.close()
+def _start(loader: DataLoader) -> Iterator[dict]:
+    iterator = iter(loader)
+    if loader.num_workers > 0:
+        _LIVE_ITERATORS.add(iterator)
+    return iterator
+
+
+def _shutdown(iterator: Iterator[dict]) -> None:
+    if hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
+@atexit.register
+def _shutdown_live_iterators() -> None:
+    for iterator in list(_LIVE_ITERATORS):
+        _shutdown(iterator)
 
 
 def make_loader(

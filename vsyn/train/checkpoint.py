@@ -23,7 +23,7 @@ from typing import Any
 from safetensors.torch import load_file
 
 from vsyn.config import Config
-from vsyn.snapshot import COMPLETE_MARKER, WEIGHT_FILES, newest_checkpoint, save_snapshot
+from vsyn.snapshot import COMPLETE_MARKER, WEIGHT_FILES, save_snapshot
 from vsyn.train.ema import GeneratorEMA
 from vsyn.train.runtime import Runtime
 
@@ -103,7 +103,10 @@ def remove_stale_temps(root: Path) -> None:
 
 
 def find_resume(run_dir: Path) -> Path | None:
-    return newest_checkpoint(run_dir)
+    """Newest complete `ckpt-*` (names sort by step). Temp dirs are never candidates, even complete ones that a
+    kill caught between the COMPLETE marker and the rename."""
+    done = complete_checkpoints(run_dir / "checkpoints")
+    return done[-1] if done else None
 
 
 def load_checkpoint(rt: Runtime, ckpt: Path, ema: GeneratorEMA) -> dict[str, Any]:

@@ -39,7 +39,7 @@ class ScalarLog:
         names = sorted({k for _, _, s in self.rows for k in s})
         nan = torch.tensor(float("nan"), device=rt.device)
         table = torch.stack(
-            [torch.stack([s[k].to(rt.device, torch.float32) if k in s else nan for k in names]) for _, _, s in self.rows]
+            [torch.stack([s[k].to(rt.device, torch.float32) if k in s else nan for k in names]) for *_, s in self.rows]
         )
         values = rt.mean(table).tolist()  # the one host sync per flush
         records = []

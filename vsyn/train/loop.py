@@ -28,7 +28,7 @@ from vsyn.train.randomness import StepRandom, step_seed
 from vsyn.train.runtime import build_runtime, channels_last_, frozen
 from vsyn.train.samples import SampleSheet
 from vsyn.train.signals import PreemptionFlag
-from vsyn.train.stream import ClipStream, LoaderFactory, close_loader
+from vsyn.train.stream import ClipStream, LoaderFactory, collect_readers
 
 log = logging.getLogger("vsyn.train")
 
@@ -215,14 +215,18 @@ def _after_snapshot(cfg: Config, rt, ema: GeneratorEMA, saved: Path, step: int, 
     return best
 
 
-def _sample_sheet(cfg: Config, factory: LoaderFactory, generator) -> SampleSheet:
-    """Fixed input clips (from a reader with its own seed) and fixed noise, so sheets compare across kimg."""
-    loader = factory(step_seed(cfg.train.seed, 0, 99))
+def _first_clips(factory: LoaderFactory, seed: int) -> torch.Tensor:
+    loader = factory(seed)
     batches = iter(loader)
     real = next(batches)["video"][:SAMPLE_CLIPS].clone()
     batches.close()
-    del batches, loader
-    close_loader()
+    return real  # the reader is unreferenced from here; collect_readers() reaps it (and its workers)
+
+
+def _sample_sheet(cfg: Config, factory: LoaderFactory, generator) -> SampleSheet:
+    """Fixed input clips (from a reader with its own seed) and fixed noise, so sheets compare across kimg."""
+    real = _first_clips(factory, step_seed(cfg.train.seed, 0, 99))
+    collect_readers()
     gen = torch.Generator().manual_seed(step_seed(cfg.train.seed, 0, 98))
     return SampleSheet(real.cpu(), generator.sample_noise(real.shape[0], generator=gen))
 

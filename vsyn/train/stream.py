@@ -18,17 +18,15 @@ from vsyn.train.randomness import step_seed
 
 LoaderFactory = Callable[[int], Iterable[dict[str, Any]]]  # seed -> iterable of {"video": uint8 (B,T,3,H,W), ...}
 
-_STREAM_ID = 1
+_STREAM_ID = 1  # keeps data seeds apart from the per-step noise seeds
 
-def close_loader(*objs: object) -> None:
-    """Close whatever can be closed, then collect; callers must have dropped their own references."""
-    for obj in objs:
-        close = getattr(obj, "close", None)
-        if callable(close):
-            close()
-    del objs
-    gc.collect()  # break reader cycles so the DataLoader iterator's __del__ shuts its workers down gracefully
-  # keeps data seeds apart from the per-step noise seeds
+
+def collect_readers() -> None:
+    """Readers may hold reference cycles (a generator over themselves); a DataLoader worker that outlives its
+    reader blocks interpreter exit, because the workers ignore SIGTERM (vsyn.data.worker_init_fn) and so
+    multiprocessing's exit-time terminate() cannot stop them. Collecting runs the DataLoader iterator's
+    __del__, which shuts the workers down gracefully. Call it after dropping every reference to the reader."""
+    gc.collect()
 
 
 class ClipStream:
@@ -77,7 +75,12 @@ class ClipStream:
         if n * self.world != video.shape[0]:
             raise RuntimeError(f"global batch of {video.shape[0]} clips does not split over {self.world} ranks")
         lo = self.rank * n
-        return {k: (v[lo : lo + n] if torch.is_tensor(v) and v.shape[:1] == video.shape[:1] else v) for k, v in batch.items()}
+        b = video.shape[0]
+
+        def per_clip(v: Any) -> bool:  # video, flow, mask, __key__: one entry per clip
+            return (torch.is_tensor(v) and v.shape[:1] == (b,)) or (isinstance(v, list) and len(v) == b)
+
+        return {k: (v[lo : lo + n] if per_clip(v) else v) for k, v in batch.items()}
 
     def _loader_skipped(self) -> int:
         counter = getattr(self._loader, "skipped", 0)
@@ -90,12 +93,13 @@ class ClipStream:
         return self._skipped_before + self._loader_skipped()
 
     def close(self) -> None:
-        """Shut the reader's workers down now. Readers may hold reference cycles (a generator over themselves),
-        and a worker that outlives them blocks interpreter exit: DataLoader workers ignore SIGTERM here, so
-        multiprocessing's exit-time terminate() cannot stop them."""
-        it, loader = self._it, self._loader
+        """Shut the current reader's workers down now (see collect_readers)."""
+        if self._it is not None and hasattr(self._it, "close"):
+            self._it.close()
+        had_reader = self._loader is not None
         self._it = self._loader = None
-        close_loader(it, loader)
+        if had_reader:
+            collect_readers()
 
     def state(self) -> dict[str, int]:
         return {"step": self.step, "seed": self.seed, "block_steps": self.block_steps}
