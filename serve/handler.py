@@ -59,7 +59,10 @@ class VsynHandler:
             warm = animate(self.generator, np.zeros((1, self.resolution, self.resolution, 3), np.uint8), num_frames=2)
         encode_video(warm[0], fmt="mp4")
         self.initialized = True
-        log.info("vsyn generator %s on %s (%s), limits %s", cfg.name, device, self.autocast or "fp32", self.limits)
+        log.info(
+            "vsyn generator %s on %s (%s, %d torch threads, %d encode threads), limits %s",
+            cfg.name, device, self.autocast or "fp32", torch.get_num_threads(), threads, self.limits,
+        )  # fmt: skip
 
     def _precision(self) -> contextlib.AbstractContextManager:
         if self.autocast is None:

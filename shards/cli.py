@@ -96,7 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=25, help="frames per clip; shorter clips are skipped")
     p.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: keep the source's)")
     p.add_argument("--source-fps", type=float, default=25.0, help="frame rate of image sequences")
-    p.add_argument("--layout", choices=LAYOUTS, default="mp4", help="sample layout (see shards/README.md)")
+    p.add_argument("--layout", choices=LAYOUTS, default="npy",
+                   help="sample layout: npy (fastest, default), mp4 (smallest), jpg (see shards/README.md)")
     p.add_argument("--shard-size", type=byte_size, default=byte_size("1GB"), help="max bytes per shard (1GB)")
     p.add_argument("--shard-samples", type=int, default=10_000, help="max clips per shard")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel packing processes")

@@ -28,7 +28,7 @@ class ClipOptions:
     frames: int = 25
     fps: float | None = None  # target rate; None keeps the source's
     source_fps: float = 25.0  # rate of image sequences (they carry none)
-    layout: str = "mp4"
+    layout: str = "npy"
     min_motion: float | None = None  # static filter off when None
     motion_gap: int = 5
     seed: int = 0  # procedural
