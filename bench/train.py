@@ -21,6 +21,7 @@ The table is printed and appended with machine, commit and command to bench/RESU
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shlex
 import subprocess
@@ -59,6 +60,7 @@ class Row:
     precision: str
     mode: str
     data: str
+    gpus: int
     clips_per_s: float
     ms_g: float
     ms_d: float
@@ -68,12 +70,12 @@ class Row:
 
     def cells(self) -> list[str]:
         anchor = ANCHOR_CLIPS_PER_S.get(self.config)
-        return [self.config, self.precision, self.mode, self.data, f"{self.clips_per_s:.2f}",
+        return [self.config, self.precision, self.mode, self.data, str(self.gpus), f"{self.clips_per_s:.2f}",
                 f"{self.clips_per_s / anchor:.2f}x" if anchor else "-", f"{self.ms_g:.1f}", f"{self.ms_d:.1f}",
                 f"{self.peak_gib:.2f}", f"{self.tflop_cycle:.3f}", f"{100 * self.mfu:.1f}"]
 
 
-HEADER = ["config", "precision", "mode", "data", "clips/s", "vs original", "ms per G step", "ms per D step",
+HEADER = ["config", "precision", "mode", "data", "processes", "clips/s (all)", "vs original", "ms per G step", "ms per D step",
           "peak GPU memory (GiB)", "TFLOP per cycle", "MFU (%)"]
 
 
@@ -183,19 +185,21 @@ def bench_one(name: str, precision: str, mode: str, args: argparse.Namespace, pe
     t, m = cfg.train, cfg.model
     rt, ema, loss = build(cfg)
     device = rt.device
+    rank, world = rt.rank, rt.world_size
+    local = t.batch // world  # weak scaling: pass --batch = per-GPU batch x processes
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    gen = torch.Generator(device=device).manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(rank)
     stream = None
     if args.shards:
         from vsyn.train.loop import loader_factory
         from vsyn.train.stream import ClipStream
 
-        stream = ClipStream(loader_factory(cfg), seed=0, block_steps=10**6, rank=0, world=1)
+        stream = ClipStream(loader_factory(cfg), seed=0, block_steps=10**6, rank=rank, world=world)
         stream.seek(0)
 
     def batch() -> torch.Tensor:
-        clips = stream.next()["video"] if stream else synthetic_clips(t.batch, m.frames, m.resolution, device, gen)
+        clips = stream.next()["video"] if stream else synthetic_clips(local, m.frames, m.resolution, device, gen)
         return clips.to(device, non_blocking=True).float() / 255
 
     step = 0
@@ -206,7 +210,7 @@ def bench_one(name: str, precision: str, mode: str, args: argparse.Namespace, pe
         nonlocal step, nimg
         for i in range(t.n_critic + 1):
             real = batch()
-            rnd = StepRandom(0, step, rank=0, world=1, local_batch=t.batch, device=device)
+            rnd = StepRandom(0, step, rank=rank, world=world, local_batch=local, device=device)
             timer = d_timer if i < t.n_critic else g_timer
             begin = timer.start()
             if i < t.n_critic:
@@ -250,7 +254,7 @@ def bench_one(name: str, precision: str, mode: str, args: argparse.Namespace, pe
     if stream:
         stream.close()
     rt.end()
-    return Row(name, precision, mode, "shards" if args.shards else "on-device", clips_per_s, ms_g, ms_d, peak_gib,
+    return Row(name, precision, mode, "shards" if args.shards else "on-device", world, clips_per_s, ms_g, ms_d, peak_gib,
                flops / 1e12, flops / cycle_s / (peak * 1e12))
 
 
@@ -263,6 +267,8 @@ def machine() -> str:
 
 
 def commit() -> str:
+    if os.environ.get("VSYN_COMMIT"):  # a copy of the tree without .git (e.g. a remote GPU box)
+        return os.environ["VSYN_COMMIT"]
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
@@ -292,11 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=8, help="reader workers with --shards")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     args = p.parse_args(argv)
+    # under torchrun every process benchmarks its own GPU; rank 0 reports (clips/s counts all processes)
+    is_main = int(os.environ.get("RANK", "0")) == 0
     if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.backends.cudnn.benchmark = True
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     peak = bf16_peak_tflops(device)
-    print(f"{machine()}; measured bf16 matmul peak {peak:.1f} TFLOP/s", flush=True)
+    if is_main:
+        print(f"{machine()}; measured bf16 matmul peak {peak:.1f} TFLOP/s", flush=True)
     rows = []
     for name in args.configs.split(","):
         for precision in args.precision.split(","):
@@ -308,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
                     torch.cuda.empty_cache()
                     continue
                 rows.append(row)
-                print(" | ".join(row.cells()), flush=True)
+                if is_main:
+                    print(" | ".join(row.cells()), flush=True)
+    if not is_main:
+        return 0
     table = markdown(rows)
     print(table)
     if not args.no_record and rows:

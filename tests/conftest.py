@@ -176,3 +176,9 @@ def http_server() -> Iterator[Callable[[Path], str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (e.g. for a torch.distributed rendezvous)."""
+    return free_ports(1)[0]

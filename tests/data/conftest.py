@@ -1,29 +1,13 @@
-"""Fixtures for the data tests: small procedural shard sets and a way to run ``vsyn shards`` in-process."""
+"""Fixtures for the data tests: small procedural shard sets."""
 
 from __future__ import annotations
 
-import argparse
+import shutil
 from pathlib import Path
 
 import pytest
 
-from shards.cli import register
-
-CLIPS, SIZE, FRAMES, PER_SHARD = 24, 32, 9, 6
-
-
-def shards_cli(*argv: str) -> int:
-    """Run ``vsyn shards ARGV`` through the shards parser alone (the full CLI also loads every other plugin)."""
-    parser = argparse.ArgumentParser(prog="vsyn")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["shards", *map(str, argv)])
-    return args.func(args)
-
-
-def pack_procedural(out: Path, *, clips: int = CLIPS, layout: str = "mp4", per_shard: int = PER_SHARD) -> Path:
-    assert shards_cli("pack", "procedural", out, "--clips", clips, "--size", SIZE, "--frames", FRAMES,
-                      "--shard-samples", per_shard, "--layout", layout, "--workers", 1) == 0
-    return out
+from .helpers import pack_procedural
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +19,4 @@ def procedural_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def shards_copy(procedural_shards: Path, tmp_path: Path) -> Path:
     """A private copy of ``procedural_shards`` that a test may damage."""
-    import shutil
-
     return Path(shutil.copytree(procedural_shards, tmp_path / "shards"))

@@ -10,8 +10,7 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.conftest import free_ports
-from tests.data.conftest import CLIPS, FRAMES, pack_procedural
+from .helpers import CLIPS, FRAMES, pack_procedural
 
 WORLD = 2
 
@@ -32,9 +31,9 @@ def _rank_main(rank: int, shards: str, port: int, out: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("per_shard", [6, 12], ids=["4-shards-split-by-shard", "2-shards-split-by-sample"])
-def test_eval_epoch_covers_every_sample_once(tmp_path, per_shard):
+def test_eval_epoch_covers_every_sample_once(tmp_path, per_shard, free_port):
     shards = pack_procedural(tmp_path / "shards", per_shard=per_shard)
-    mp.spawn(_rank_main, args=(str(shards), free_ports(1)[0], str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_rank_main, args=(str(shards), free_port, str(tmp_path)), nprocs=WORLD, join=True)
     per_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     everything = [k for keys in per_rank for k in keys]
     assert all(per_rank) and len(everything) == len(set(everything)) == CLIPS

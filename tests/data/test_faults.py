@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from tests.data.conftest import CLIPS, FRAMES, PER_SHARD
+from .helpers import CLIPS, FRAMES, PER_SHARD
 from vsyn.data import make_loader
 from vsyn.errors import VsynError
 

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from shards.procedural import make_clip
-from tests.data.conftest import CLIPS, FRAMES, SIZE
-from tests.data.test_procedural import _warp_back
+from .helpers import CLIPS, FRAMES, SIZE, pack_procedural, warp_back
 from vsyn.data import make_loader, resolve, worker_init_fn
 from vsyn.data.clips import Clip, crop, hflip, window
 from vsyn.errors import VsynError
@@ -71,7 +70,7 @@ def test_eval_frames_match_the_generator(procedural_shards):
 
 @pytest.mark.parametrize("layout", ["jpg", "npy"])
 def test_other_layouts_read_the_same(tmp_path, layout):
-    from tests.data.conftest import pack_procedural
+    from .helpers import pack_procedural
 
     out = pack_procedural(tmp_path / layout, clips=4, layout=layout, per_shard=4)
     batch = next(iter(make_loader(out, frames=4, stride=2, batch_size=4, mode="eval", workers=0)))
@@ -94,8 +93,8 @@ def test_flip_keeps_flow_true():
     sky = flipped.mask == 0
     sky[:, :4] = sky[:, -4:] = False
     sky &= np.roll(sky, 4, 0) & np.roll(sky, -4, 0)
-    err = np.abs(_warp_back(flipped.video[1], flipped.flow[0]) - flipped.video[0])[sky].mean()
-    err_unflipped_flow = np.abs(_warp_back(flipped.video[1], c["flow"][0]) - flipped.video[0])[sky].mean()
+    err = np.abs(warp_back(flipped.video[1], flipped.flow[0]) - flipped.video[0])[sky].mean()
+    err_unflipped_flow = np.abs(warp_back(flipped.video[1], c["flow"][0]) - flipped.video[0])[sky].mean()
     assert err < 2.0 < err_unflipped_flow
     np.testing.assert_array_equal(hflip(flipped).video, c["video"])
 

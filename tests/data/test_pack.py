@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.data.conftest import pack_procedural, shards_cli
+from .helpers import pack_procedural, shards_cli
 from vsyn.errors import VsynError
 
 

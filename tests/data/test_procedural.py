@@ -7,18 +7,7 @@ import pytest
 
 from shards.procedural import generate_clips, make_clip
 
-
-def _warp_back(frame: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Sample ``frame`` (H,W,3) bilinearly at ``(x + dx, y + dy)``: frame t+1 seen through frame t's flow."""
-    h, w = frame.shape[:2]
-    x = np.clip(np.arange(w)[None, :] + flow[0], 0, w - 1.001)
-    y = np.clip(np.arange(h)[:, None] + flow[1], 0, h - 1.001)
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
-    f = frame.astype(np.float64)
-    top = f[y0, x0] * (1 - wx) + f[y0, x0 + 1] * wx
-    bottom = f[y0 + 1, x0] * (1 - wx) + f[y0 + 1, x0 + 1] * wx
-    return top * (1 - wy) + bottom * wy
+from .helpers import warp_back
 
 
 @pytest.mark.parametrize("size,frames,water", [(64, 25, True), (48, 7, False), (128, 3, True)])
@@ -66,7 +55,7 @@ def test_sky_moves_as_the_flow_says(seed):
     sky[:3], sky[-3:], sky[:, :3], sky[:, -3:] = False, False, False, False
     assert sky.mean() > 0.2
     for t in range(len(flow)):
-        warped = _warp_back(video[t + 1], flow[t])
+        warped = warp_back(video[t + 1], flow[t])
         err_flow = np.abs(warped - video[t])[sky].mean()
         err_still = np.abs(video[t + 1].astype(float) - video[t])[sky].mean()
         assert err_flow < 2.0 and err_flow < 0.35 * err_still, (t, err_flow, err_still)

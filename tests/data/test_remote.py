@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.data.conftest import CLIPS, FRAMES, PER_SHARD, shards_cli
+from .helpers import CLIPS, FRAMES, PER_SHARD, shards_cli
 from vsyn.data import make_loader
 
 pytestmark = pytest.mark.service

@@ -292,7 +292,8 @@ class SelfAttention(nn.Module):
         self.query = maybe_sn(nn.Conv2d(ch, ch // 8, 1), sn)
         self.key = maybe_sn(nn.Conv2d(ch, ch // 8, 1), sn)
         self.value = maybe_sn(nn.Conv2d(ch, ch, 1), sn)
-        self.gamma = nn.Parameter(torch.zeros(()))
+        # shape (1,), not (): DeepSpeed 0.19.8's initial broadcast views params as uint8, which fails on 0-dim
+        self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W)
         n, c, h, w = x.shape

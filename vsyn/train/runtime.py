@@ -21,7 +21,7 @@ DeepSpeed with a GAN (../shared/notes.md), each point handled here or by the loo
   saves are collective, so every rank calls `save`;
 - Accelerate's DeepSpeed path imports `transformers`: checked up front with a clear error;
 - without a launcher DeepSpeed looks for MPI: single-process runs get RANK/WORLD_SIZE/... defaults;
-- (found here) DeepSpeed's initial parameter broadcast fails on 0-dim parameters: `promote_scalar_params_`.
+- (found here) DeepSpeed's initial parameter broadcast fails on 0-dim parameters: the networks have none.
 """
 
 from __future__ import annotations
@@ -112,15 +112,6 @@ def channels_last_(module: nn.Module) -> nn.Module:
             p.data = p.data.contiguous(memory_format=torch.channels_last)
     return module
 
-
-def promote_scalar_params_(module: nn.Module) -> nn.Module:
-    """0-dim parameters become shape (1,) in place: DeepSpeed 0.19.8's initial broadcast does
-    `p.data.view(torch.uint8)`, which fails on 0-dim tensors (the critics' attention gain γ). (1,) broadcasts
-    exactly like a scalar in the forward; only the DeepSpeed checkpoints of the critics see the new shape."""
-    for p in module.parameters():
-        if p.dim() == 0:
-            p.data = p.data.reshape(1)
-    return module
 
 
 @contextlib.contextmanager
@@ -270,8 +261,6 @@ def build_runtime(
         kwargs = [InitProcessGroupKwargs(backend="gloo")] if cpu else []
         acc_g = Accelerator(deepspeed_plugins=plugins, kwargs_handlers=kwargs, **trackers)
         acc_d = Accelerator()
-        promote_scalar_params_(generator)
-        promote_scalar_params_(critics)
         acc_g.state.select_deepspeed_plugin("G")
         generator, opt_g = acc_g.prepare(generator, opt_g)
         acc_d.state.select_deepspeed_plugin("D")
