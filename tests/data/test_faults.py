@@ -8,9 +8,10 @@ import tarfile
 
 import pytest
 
-from .helpers import CLIPS, FRAMES, PER_SHARD
 from vsyn.data import make_loader
 from vsyn.errors import VsynError
+
+from .helpers import CLIPS, FRAMES, PER_SHARD
 
 
 def _eval_keys(urls, workers: int = 0) -> tuple[list[str], int]:

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from shards.procedural import make_clip
-from .helpers import CLIPS, FRAMES, SIZE, pack_procedural, warp_back
 from vsyn.data import make_loader, resolve, worker_init_fn
 from vsyn.data.clips import Clip, crop, hflip, window
 from vsyn.errors import VsynError
+
+from .helpers import CLIPS, FRAMES, SIZE, pack_procedural, warp_back
 
 
 def _keys(loader) -> list[str]:

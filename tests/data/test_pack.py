@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .helpers import pack_procedural, shards_cli
 from vsyn.errors import VsynError
+
+from .helpers import pack_procedural, shards_cli
 
 
 def _write_video(path: Path, frames: np.ndarray, fps: int) -> Path:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import CLIPS, FRAMES, PER_SHARD, shards_cli
 from vsyn.data import make_loader
+
+from .helpers import CLIPS, FRAMES, PER_SHARD, shards_cli
 
 pytestmark = pytest.mark.service
 

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The issue-4 GPU measurements on one 4-GPU host, in two phases that fit 10-minute command limits.
+# State lives under $W between the phases, so both must run on the same (still held) machine.
+#
+#   bash bench/gpu_suite.sh a   # pack shards; start two >=15-min training runs (style on GPU 3, DVD-GAN-S on
+#                               # GPU 2); single-GPU step benchmarks on GPUs 0 and 1
+#   bash bench/gpu_suite.sh b   # 1/2/4-GPU weak scaling (DDP, ZeRO-2) once the runs end; motion benchmark;
+#                               # copy logs, loss curves and sample grids to $OUT
+#
+# On a box without the project's dependencies, carried wheels in .whl/ are installed to /tmp/site first.
+set -uo pipefail
+phase=${1:?phase a or b}
+W=${VSYN_GPU_WORK:-/root/vsyn-gpu}
+OUT=${OUT:-$W/out}
+TRAIN_SECONDS=${TRAIN_SECONDS:-905}
+mkdir -p "$W" "$OUT"
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export TORCH_EXTENSIONS_DIR=$W/torch_extensions
+if [ -d .whl ] && [ ! -d /tmp/site/webdataset ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=/tmp/site:$PWD
+shards() {  # `vsyn shards ...` without an installed entry point
+  python3 -c 'import argparse, sys
+from shards.cli import register
+p = argparse.ArgumentParser(prog="vsyn"); register(p.add_subparsers())
+a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))' "$@"
+}
+bench() { python3 bench/train.py "$@" 2>&1 | grep -v -i warn; }
+RUN_ARGS=(train.precision=bf16 train.total_kimg=100000 train.tick_kimg=2 train.snapshot_kimg=4 train.sample_kimg=4
+          train.keep_last=40 train.trackers= train.log_every=20 data.workers=6)
+
+if [ "$phase" = a ]; then
+  t0=$(date +%s)
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  shards pack procedural "$W/p64" --clips 16384 --size 64 --frames 25 --workers 16 --seed 0 | tail -1
+  shards pack procedural "$W/p128" --clips 2048 --size 128 --frames 25 --workers 16 --seed 0 | tail -1
+  for g in style_rnn:3 dvdgan:2; do
+    gen=${g%:*}; gpu=${g#*:}
+    # SIGTERM at the deadline: the trainer saves a full checkpoint and exits 3 (the preemption path)
+    CUDA_VISIBLE_DEVICES=$gpu setsid timeout -s TERM "$TRAIN_SECONDS" python3 -m vsyn train bair64 \
+      model.generator="$gen" data.train="$W/p64/manifest.json" train.run_dir="$W/run-$gen" "${RUN_ARGS[@]}" \
+      > "$W/train-$gen.log" 2>&1 < /dev/null &
+    echo "training $gen on GPU $gpu (pid $!)"
+  done
+  deadline=$((t0 + 560))
+  left() { echo $((deadline - $(date +%s))); }
+  (
+    export CUDA_VISIBLE_DEVICES=0
+    for pm in "fp32 eager" "bf16 eager" "bf16 compiled" "fp32 compiled"; do
+      set -- $pm; timeout "$(left)" bench --configs sky128 --precision "$1" --mode "$2" --cycles 10 --warmup 3
+    done
+    timeout "$(left)" bench --configs sky128 --precision bf16 --mode eager --shards "$W/p128" --workers 8 --cycles 10
+  ) > "$W/bench-gpu0.log" 2>&1 &
+  bench0=$!
+  (
+    export CUDA_VISIBLE_DEVICES=1
+    for pm in "fp32 eager" "bf16 eager" "bf16 compiled" "fp32 compiled"; do
+      set -- $pm; timeout "$(left)" bench --configs bair64 --precision "$1" --mode "$2" --cycles 20 --warmup 3
+    done
+    timeout "$(left)" bench --configs bair64 --precision bf16 --mode eager --shards "$W/p64" --workers 8 --cycles 20
+    timeout "$(left)" bench --configs bair64,sky128 --precision bf16 --mode eager --channels-last --cycles 10
+  ) > "$W/bench-gpu1.log" 2>&1 &
+  bench1=$!
+  wait "$bench0" "$bench1"
+  cat "$W/bench-gpu0.log" "$W/bench-gpu1.log" | grep -E "^\||TFLOP|rror|Traceback" | head -60
+  tail -3 "$W"/train-*.log
+  cp "$W"/bench-gpu*.log bench/RESULTS.md "$OUT"/
+fi
+
+if [ "$phase" = b ]; then
+  export CUDA_VISIBLE_DEVICES=0,1
+  for dist in ddp deepspeed; do
+    bench --configs bair64 --precision bf16 --mode eager --cycles 20 --warmup 3 --distributed "$dist" --batch 8
+    torchrun --standalone --nproc_per_node 2 bench/train.py --configs bair64 --precision bf16 --mode eager \
+      --cycles 20 --warmup 3 --distributed "$dist" --batch 16 2>&1 | grep -E "^\||rror|Traceback"
+  done
+  echo "waiting for the training runs"; while pgrep -f "vsyn train bair64" > /dev/null; do sleep 5; done
+  tail -4 "$W"/train-*.log
+  export CUDA_VISIBLE_DEVICES=0,1,2,3
+  for dist in ddp deepspeed; do
+    torchrun --standalone --nproc_per_node 4 bench/train.py --configs bair64 --precision bf16 --mode eager \
+      --cycles 20 --warmup 3 --distributed "$dist" --batch 32 2>&1 | grep -E "^\||rror|Traceback"
+  done
+  # equal training budget: each run's checkpoint at the largest kimg that both runs reached
+  mapfile -t ckpts < <(python3 - "$W/run-style_rnn" "$W/run-dvdgan" <<'PY'
+import json, sys
+from pathlib import Path
+runs = [{json.loads((d / "meta.json").read_text())["kimg"]: d for d in Path(r, "checkpoints").glob("ckpt-*")
+         if (d / "COMPLETE").exists()} for r in sys.argv[1:]]
+budget = min(max(r) for r in runs)
+for r in runs:
+    print(r[max(k for k in r if k <= budget)])
+PY
+  )
+  echo "motion benchmark at equal budget: ${ckpts[*]}"
+  CUDA_VISIBLE_DEVICES=0 python3 bench/motion.py "${ckpts[@]}" --data procedural:256 --size 64 --frames 25 2>&1 | tail -12
+  for gen in style_rnn dvdgan; do
+    cp "$W/run-$gen/logs/stats.jsonl" "$OUT/stats-$gen.jsonl"
+    last=$(ls "$W/run-$gen/samples/"*.gif | sort | tail -1); cp "$last" "$OUT/samples-$gen.gif"
+    grep -E "kimg|resumed|preempt|saved|exiting" "$W/train-$gen.log" | tail -3
+  done
+  cp bench/RESULTS.md "$OUT"/
+  ls -la "$OUT"
+fi
