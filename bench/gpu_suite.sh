@@ -16,7 +16,7 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-905}
 mkdir -p "$W" "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export TORCH_EXTENSIONS_DIR=$W/torch_extensions
-if [ -d .whl ] && [ ! -d /tmp/site/webdataset ]; then
+if [ -d .whl ] && [ ! -d /tmp/site/pydantic ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
 export PYTHONPATH=/tmp/site:$PWD
@@ -24,9 +24,8 @@ shards() {  # `vsyn shards ...` without an installed entry point
   python3 -c 'import argparse, sys
 from shards.cli import register
 p = argparse.ArgumentParser(prog="vsyn"); register(p.add_subparsers())
-a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))' "$@"
+a = p.parse_args(["shards", *sys.argv[1:]]); sys.exit(a.func(a))' "$@"
 }
-bench() { python3 bench/train.py "$@" 2>&1 | grep -v -i warn; }
 RUN_ARGS=(train.precision=bf16 train.total_kimg=100000 train.tick_kimg=2 train.snapshot_kimg=4 train.sample_kimg=4
           train.keep_last=40 train.trackers= train.log_every=20 data.workers=6)
 
@@ -48,35 +47,35 @@ if [ "$phase" = a ]; then
   (
     export CUDA_VISIBLE_DEVICES=0
     for pm in "fp32 eager" "bf16 eager" "bf16 compiled" "fp32 compiled"; do
-      set -- $pm; timeout "$(left)" bench --configs sky128 --precision "$1" --mode "$2" --cycles 10 --warmup 3
+      set -- $pm; timeout "$(left)" python3 bench/train.py --configs sky128 --precision "$1" --mode "$2" --cycles 10 --warmup 3
     done
-    timeout "$(left)" bench --configs sky128 --precision bf16 --mode eager --shards "$W/p128" --workers 8 --cycles 10
+    timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16 --mode eager --shards "$W/p128" --workers 8 --cycles 10
   ) > "$W/bench-gpu0.log" 2>&1 &
   bench0=$!
   (
     export CUDA_VISIBLE_DEVICES=1
     for pm in "fp32 eager" "bf16 eager" "bf16 compiled" "fp32 compiled"; do
-      set -- $pm; timeout "$(left)" bench --configs bair64 --precision "$1" --mode "$2" --cycles 20 --warmup 3
+      set -- $pm; timeout "$(left)" python3 bench/train.py --configs bair64 --precision "$1" --mode "$2" --cycles 20 --warmup 3
     done
-    timeout "$(left)" bench --configs bair64 --precision bf16 --mode eager --shards "$W/p64" --workers 8 --cycles 20
-    timeout "$(left)" bench --configs bair64,sky128 --precision bf16 --mode eager --channels-last --cycles 10
+    timeout "$(left)" python3 bench/train.py --configs bair64 --precision bf16 --mode eager --shards "$W/p64" --workers 8 --cycles 20
+    timeout "$(left)" python3 bench/train.py --configs bair64,sky128 --precision bf16 --mode eager --channels-last --cycles 10
   ) > "$W/bench-gpu1.log" 2>&1 &
   bench1=$!
   wait "$bench0" "$bench1"
   cat "$W/bench-gpu0.log" "$W/bench-gpu1.log" | grep -E "^\||TFLOP|rror|Traceback" | head -60
-  tail -3 "$W"/train-*.log
+  for f in "$W"/train-*.log; do echo "== $f"; tail -c 600 "$f"; echo; done
   cp "$W"/bench-gpu*.log bench/RESULTS.md "$OUT"/
 fi
 
 if [ "$phase" = b ]; then
   export CUDA_VISIBLE_DEVICES=0,1
   for dist in ddp deepspeed; do
-    bench --configs bair64 --precision bf16 --mode eager --cycles 20 --warmup 3 --distributed "$dist" --batch 8
+    python3 bench/train.py --configs bair64 --precision bf16 --mode eager --cycles 20 --warmup 3 --distributed "$dist" --batch 8 2>&1 | grep -E "^\||rror|Traceback"
     torchrun --standalone --nproc_per_node 2 bench/train.py --configs bair64 --precision bf16 --mode eager \
       --cycles 20 --warmup 3 --distributed "$dist" --batch 16 2>&1 | grep -E "^\||rror|Traceback"
   done
   echo "waiting for the training runs"; while pgrep -f "vsyn train bair64" > /dev/null; do sleep 5; done
-  tail -4 "$W"/train-*.log
+  for f in "$W"/train-*.log; do echo "== $f"; tail -c 400 "$f"; echo; done
   export CUDA_VISIBLE_DEVICES=0,1,2,3
   for dist in ddp deepspeed; do
     torchrun --standalone --nproc_per_node 4 bench/train.py --configs bair64 --precision bf16 --mode eager \
@@ -102,4 +101,40 @@ PY
   done
   cp bench/RESULTS.md "$OUT"/
   ls -la "$OUT"
+fi
+
+if [ "$phase" = c ]; then  # the short form of b used when device time ran low: 2-GPU scaling, then collect
+  export CUDA_VISIBLE_DEVICES=0,1
+  for dist in ddp deepspeed; do
+    python3 bench/train.py --configs bair64 --precision bf16 --mode eager --cycles 15 --warmup 3 \
+      --distributed "$dist" --batch 8 2>&1 | grep -E "^\||rror"
+    torchrun --standalone --nproc_per_node 2 bench/train.py --configs bair64 --precision bf16 --mode eager \
+      --cycles 15 --warmup 3 --distributed "$dist" --batch 16 2>&1 | grep -E "^\||rror"
+  done > "$W/scaling.log" 2>&1
+  cp bench/RESULTS.md "$W/RESULTS.md"
+  while pgrep -f "[v]syn train bair64" > /dev/null; do sleep 5; done
+  python3 - "$W" "$OUT" <<'PY'
+import json, shutil, sys, tarfile
+from pathlib import Path
+w, out = Path(sys.argv[1]), Path(sys.argv[2])
+runs = {}
+for gen in ("style_rnn", "dvdgan"):
+    ck = {json.loads((d / "meta.json").read_text())["kimg"]: d for d in (w / f"run-{gen}" / "checkpoints").glob("ckpt-*")
+          if (d / "COMPLETE").exists()}
+    runs[gen] = ck
+budget = min(max(c) for c in runs.values())
+with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
+    for gen, ck in runs.items():
+        d = ck[max(k for k in ck if k <= budget)]  # equal training budget
+        shutil.copy(d / "generator_ema.safetensors", out / f"{gen}.safetensors")
+        for name in ("config.json", "meta.json"):
+            tar.add(d / name, f"{gen}/{name}")
+        tar.add(w / f"run-{gen}" / "logs" / "stats.jsonl", f"{gen}/stats.jsonl")
+        tar.add(sorted((w / f"run-{gen}" / "samples").glob("*.gif"))[-1], f"{gen}/samples-last.gif")
+        tar.add(w / f"train-{gen}.log", f"{gen}/train.log")
+        print(gen, "final kimg", max(ck), "equal-budget checkpoint", d.name, "kimg", max(k for k in ck if k <= budget))
+    tar.add(w / "scaling.log", "scaling.log")
+    tar.add(w / "RESULTS.md", "RESULTS.md")
+PY
+  cat "$W/scaling.log"
 fi

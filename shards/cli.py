@@ -12,7 +12,6 @@ from shards.layout import LAYOUTS
 from shards.manifest import verify
 from shards.pack import ShardLimits, pack
 from shards.preprocess import ClipOptions
-from shards.remote import listing, upload
 from shards.sources import SOURCES, Unit, procedural_units, sequence_units, sky_units, video_units
 from vsyn.errors import VsynError
 
@@ -73,12 +72,16 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _upload(args: argparse.Namespace) -> int:
+    from shards.remote import upload  # boto3 only when talking to S3
+
     uploaded, skipped = upload(Path(args.out), args.url, workers=args.workers)
     print(f"uploaded {uploaded} shard(s) and the manifest to {args.url} ({skipped} already there)")
     return 0
 
 
 def _ls(args: argparse.Namespace) -> int:
+    from shards.remote import listing
+
     print("\n".join(listing(args.url)))
     return 0
 
