@@ -73,6 +73,7 @@ class VideoGANLoss:
         b = real.shape[0]
         with self.rt.autocast():
             s, t = self.rt.critics(torch.cat([real, fake]), idx)
+        s, t = s.float(), t.float()  # loss reductions in fp32 even when the critics ran in bf16
         crit = CRITIC_LOSSES[self.kind]
         loss_s, loss_t = crit(s[:b], s[b:]), crit(t[:b], t[b:])
         loss = loss_s + loss_t
@@ -96,6 +97,7 @@ class VideoGANLoss:
         idx = rnd.frame_indices(self.frames, self.k)
         with self.rt.autocast():
             s, t = self.rt.raw_critics(fake, idx)
+        s, t = s.float(), t.float()
         gen = GENERATOR_LOSSES[self.kind]
         loss_s, loss_t = gen(s), gen(t)
         loss = self.lam_s * loss_s + self.lam_t * loss_t
