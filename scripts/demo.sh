@@ -32,16 +32,18 @@ vsyn serve stop --run-dir "$OUT/serve" >/dev/null 2>&1 || true
 vsyn serve start --model-store "$OUT/model-store" --run-dir "$OUT/serve"
 trap 'vsyn serve stop --run-dir "$OUT/serve" >/dev/null 2>&1 || true' EXIT
 python - "$OUT" <<'PY'
-import json, sys, pathlib, urllib.request
+import pathlib, sys
+from serve.client import VsynClient
+from serve.config import ServerSettings
 out = pathlib.Path(sys.argv[1])
-status = json.loads((out / "serve" / "server.json").read_text())
-key = json.loads((out / "serve" / "key_file.json").read_text())["inference"]["key"]
-req = urllib.request.Request(f"{status['inference_url']}/predictions/vsyn?frames=25&seed=1&format=mp4",
-                             data=(out / "input.png").read_bytes(), headers={"Authorization": f"Bearer {key}",
-                             "Content-Type": "image/png"})
-with urllib.request.urlopen(req, timeout=120) as resp:
-    (out / "served.mp4").write_bytes(resp.read())
-print("served", resp.headers.get("Content-Type"), (out / "served.mp4").stat().st_size, "bytes")
+client = VsynClient(ServerSettings.load(out / "serve"))  # reads the token from the run dir's key_file.json
+resp = client.predict((out / "input.png").read_bytes(), content_type="image/png", frames=25, seed=1, format="mp4")
+resp.raise_for_status()
+(out / "served.mp4").write_bytes(resp.content)
+from vsyn.video import decode_video
+frames = decode_video(resp.content)
+print(f"served {resp.headers.get('Content-Type')}: {len(resp.content)} bytes, {frames.shape[0]} frames of "
+      f"{frames.shape[2]}x{frames.shape[1]}, seed {resp.headers.get('X-Vsyn-Seed')}")
 PY
 vsyn serve stop --run-dir "$OUT/serve"
 trap - EXIT

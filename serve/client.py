@@ -56,11 +56,13 @@ class VsynClient:
         timeout: float = 300.0,
         **options: Any,
     ) -> requests.Response:
-        """POST one image. Without a mask: raw body plus options in the query string; with one: multipart."""
+        """POST one image. Without a mask: raw body plus options in X-Vsyn-* headers (TorchServe 0.12 drops query
+        strings); with one: multipart with the options as form fields."""
         url = f"{self.settings.url('inference')}/predictions/{self.model}"
         params = {k: str(v) for k, v in options.items() if v is not None}
         if mask is None:
             headers = {**self.auth(), "Content-Type": content_type}
-            return self.http.post(url, params=params, data=image, headers=headers, timeout=timeout)
+            headers |= {f"X-Vsyn-{k.replace('_', '-').title()}": v for k, v in params.items()}
+            return self.http.post(url, data=image, headers=headers, timeout=timeout)
         files = {"image": ("image", image, content_type), "mask": ("mask", mask, content_type)}
         return self.http.post(url, data=params, files=files, headers=self.auth(), timeout=timeout)
