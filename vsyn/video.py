@@ -17,7 +17,9 @@ from PIL import Image
 from vsyn.errors import VsynError
 
 FORMATS = {
-    "mp4": ("mp4", "libx264", "yuv420p", {"crf": "17", "preset": "medium", "threads": "1"}),
+    # no lookahead: x264 gave different bytes for equal input about 1 in 60 times under CPU load with it on
+    "mp4": ("mp4", "libx264", "yuv420p", {"crf": "17", "preset": "medium", "threads": "1",
+                                          "x264-params": "rc-lookahead=0:sync-lookahead=0:mbtree=0"}),
     "webm": ("webm", "libvpx-vp9", "yuv420p", {"crf": "20", "b": "0", "threads": "1", "row-mt": "0"}),
     "gif": ("gif", "gif", "pal8", {}),
 }
@@ -69,10 +71,14 @@ def encode_video(frames: np.ndarray, fps: float = 25.0, fmt: str = "mp4") -> byt
         stream.pix_fmt = pix_fmt
         stream.options = dict(options)
         stream.codec_context.flags |= av.codec.context.Flags.bitexact
+        stream.codec_context.thread_count = 1  # thread count changes x264's output; 1 is the same on every machine
+        stream.codec_context.time_base = Fraction(1) / rate
+        # RGB -> YUV here, single-threaded: swscale's threaded conversion gave different bytes under CPU load
         video_frames = _palette_frames(frames) if pix_fmt == "pal8" else (
-            av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames
+            av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt, threads=1) for f in frames
         )
-        for vf in video_frames:
+        for index, vf in enumerate(video_frames):
+            vf.pts = index  # explicit timestamps: nothing is left for the muxer to guess
             for packet in stream.encode(vf):
                 container.mux(packet)
         for packet in stream.encode():

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.service
 @pytest.fixture(scope="module")
 def s3_data(s3_server, tmp_path_factory) -> str:
     from shards.remote import upload
-    from tests.data.conftest import shards_cli
+    from tests.data.helpers import shards_cli
 
     out = tmp_path_factory.mktemp("evalshards") / "shards"
     assert shards_cli("pack", "procedural", out, "--clips", 8, "--size", 32, "--frames", 17, "--shard-samples", 4,
