@@ -24,10 +24,12 @@ def snapshot(tmp_path_factory):
     cfg = load_config("tiny-cpu", OVERRIDES)
     gen, ema = build_generator(cfg.model), build_generator(cfg.model)
     root = tmp_path_factory.mktemp("run")
-    for step in (10, 30, 20):  # newest by step, not by name or mtime
+    for step in (9, 30, 20):  # newest by step, not by name or mtime
         d = save_snapshot(root / "checkpoints" / f"ckpt-{step}", gen, ema, cfg, step=step, kimg=step / 1000)
         (d / COMPLETE_MARKER).touch()
     incomplete = save_snapshot(root / "checkpoints" / "ckpt-99", gen, ema, cfg, step=99, kimg=0.099)
+    caught = save_snapshot(root / "checkpoints" / ".tmp-ckpt-50", gen, ema, cfg, step=50, kimg=0.05)
+    (caught / COMPLETE_MARKER).touch()  # killed between the marker and the rename: never a candidate
     return root, cfg, incomplete
 
 
@@ -39,7 +41,7 @@ def image():
 
 def test_run_dir_resolves_to_newest_complete_checkpoint(snapshot):
     root, _, incomplete = snapshot
-    assert newest_checkpoint(root).name == "ckpt-30"  # ckpt-99 has no COMPLETE marker
+    assert newest_checkpoint(root).name == "ckpt-30"  # numeric order; ckpt-99 incomplete; temp dirs ignored
     generator, cfg = load_generator(root)
     assert cfg.model.resolution == 32 and not generator.training
 

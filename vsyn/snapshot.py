@@ -19,6 +19,7 @@ from vsyn.config import Config
 from vsyn.errors import VsynError
 
 COMPLETE_MARKER = "COMPLETE"
+CHECKPOINT_PREFIX = "ckpt-"  # full-state checkpoints are checkpoints/ckpt-<step>/
 WEIGHT_FILES = {True: "generator_ema.safetensors", False: "generator.safetensors"}
 
 
@@ -51,22 +52,20 @@ def is_snapshot(directory: Path) -> bool:
     return (directory / "config.json").is_file() and (directory / WEIGHT_FILES[True]).is_file()
 
 
-def newest_checkpoint(run_dir: str | Path) -> Path | None:
-    """Newest complete checkpoint under `run_dir/checkpoints` (by step in meta.json), or None."""
-    root = Path(run_dir) / "checkpoints"
+def complete_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoints under `root` (`ckpt-<step>` with a COMPLETE marker), oldest first. Temp dirs
+    (`.tmp-ckpt-*`) are never candidates, even complete ones a kill caught between the marker and the rename."""
+    root = Path(root)
     if not root.is_dir():
-        return None
-    best: tuple[int, Path] | None = None
-    for d in root.iterdir():
-        if not d.is_dir() or not (d / COMPLETE_MARKER).is_file() or not is_snapshot(d):
-            continue
-        try:
-            step = int(json.loads((d / "meta.json").read_text())["step"])
-        except (OSError, ValueError, KeyError):
-            continue
-        if best is None or step > best[0]:
-            best = (step, d)
-    return best[1] if best else None
+        return []
+    found = [d for d in root.iterdir() if d.name.startswith(CHECKPOINT_PREFIX) and (d / COMPLETE_MARKER).is_file()]
+    return sorted(found, key=lambda d: int(d.name[len(CHECKPOINT_PREFIX):]) if d.name[len(CHECKPOINT_PREFIX):].isdigit() else -1)
+
+
+def newest_checkpoint(run_dir: str | Path) -> Path | None:
+    """Newest complete checkpoint under `run_dir/checkpoints`, or None."""
+    done = complete_checkpoints(Path(run_dir) / "checkpoints")
+    return done[-1] if done else None
 
 
 def resolve_snapshot(path: str | Path, ema: bool = True) -> tuple[Path, Path]:

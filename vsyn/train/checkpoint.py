@@ -23,11 +23,11 @@ from typing import Any
 from safetensors.torch import load_file
 
 from vsyn.config import Config
-from vsyn.snapshot import COMPLETE_MARKER, WEIGHT_FILES, save_snapshot
+from vsyn.snapshot import CHECKPOINT_PREFIX as PREFIX
+from vsyn.snapshot import COMPLETE_MARKER, WEIGHT_FILES, complete_checkpoints, newest_checkpoint, save_snapshot
 from vsyn.train.ema import GeneratorEMA
 from vsyn.train.runtime import Runtime
 
-PREFIX = "ckpt-"
 TMP_PREFIX = ".tmp-"
 
 
@@ -79,14 +79,6 @@ def update_trainer_state(ckpt: Path, **changes: Any) -> None:
     os.replace(tmp, path)
 
 
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    if not root.is_dir():
-        return []
-    found = [d for d in root.iterdir() if d.name.startswith(PREFIX) and (d / COMPLETE_MARKER).is_file()]
-    return sorted(found, key=lambda d: d.name)
-
-
 def prune(root: Path, keep_last: int) -> None:
     if keep_last <= 0:
         return
@@ -103,10 +95,8 @@ def remove_stale_temps(root: Path) -> None:
 
 
 def find_resume(run_dir: Path) -> Path | None:
-    """Newest complete `ckpt-*` (names sort by step). Temp dirs are never candidates, even complete ones that a
-    kill caught between the COMPLETE marker and the rename."""
-    done = complete_checkpoints(run_dir / "checkpoints")
-    return done[-1] if done else None
+    """The checkpoint a run resumes from: the newest complete one (vsyn.snapshot.newest_checkpoint)."""
+    return newest_checkpoint(run_dir)
 
 
 def load_checkpoint(rt: Runtime, ckpt: Path, ema: GeneratorEMA) -> dict[str, Any]:
