@@ -92,6 +92,10 @@ class _ResumingReader(io.RawIOBase):
                 if self._body is None:
                     self._body = self._open_at(self._pos)
                 n = self._body.readinto(buffer) if hasattr(self._body, "readinto") else self._read_copy(buffer)
+                owed = getattr(self._body, "length", None)  # http.client: bytes the server promised but not sent
+                if n == 0 and len(buffer) and owed:
+                    # a dropped connection reads as a silent EOF in http.client, not as an error
+                    raise TransientError(f"connection closed with {owed} bytes still to come")
                 self._pos += n
                 return n
             except Exception as exc:
