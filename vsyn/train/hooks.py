@@ -2,13 +2,12 @@
 same values on every rank), returning metrics to log.
 
 The registry keeps the loop ignorant of what is measured; `metrics` (the default) calls
-`vsyn.metrics.run_snapshot_metrics` when that exists and `cfg.eval.metrics` names some.
+`vsyn.metrics.run_snapshot_metrics` when `cfg.eval.metrics` names some. Best-snapshot selection uses
+`vsyn.metrics.selection_score` (lower is better after it, whatever the metric's direction).
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,8 +16,7 @@ import torch
 from torch import nn
 
 from vsyn.config import Config
-
-log = logging.getLogger(__name__)
+from vsyn.metrics import run_snapshot_metrics, selection_score  # noqa: F401 - re-exported for the loop
 
 
 @dataclass
@@ -47,22 +45,9 @@ def snapshot_hook(name: str) -> Callable[[SnapshotHook], SnapshotHook]:
 def _metrics(ctx: SnapshotContext) -> dict[str, float]:
     if not ctx.cfg.eval.metrics:
         return {}
-    try:
-        fn = getattr(importlib.import_module("vsyn.metrics"), "run_snapshot_metrics")
-    except (ImportError, AttributeError):
-        log.warning("eval.metrics=%s but vsyn.metrics.run_snapshot_metrics is not available", ctx.cfg.eval.metrics)
-        return {}
     data_url = ctx.cfg.data.val or ctx.cfg.data.train
-    return dict(fn(ctx.generator_ema, ctx.cfg, names=ctx.cfg.eval.metrics, data_url=data_url, n=ctx.cfg.eval.n))
-
-
-def selection_score(name: str, value: float) -> float:
-    """Lower is better, whatever the metric's direction (vsyn.metrics knows each one)."""
-    try:
-        from vsyn.metrics import selection_score as score
-    except ImportError:
-        return value
-    return score(name, value)
+    return dict(run_snapshot_metrics(ctx.generator_ema, ctx.cfg, names=ctx.cfg.eval.metrics, data_url=data_url,
+                                     n=ctx.cfg.eval.n))
 
 
 def run_snapshot_hooks(ctx: SnapshotContext) -> dict[str, float]:
