@@ -15,7 +15,6 @@ import os
 import platform
 import random
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.conftest holds the SeaweedFS launcher the tests use
 
+from record import append_report, commit  # noqa: E402  (bench/record.py)
 from shards.layout import LAYOUTS, encode_sample  # noqa: E402
 from shards.manifest import write_manifest  # noqa: E402
 from shards.procedural import make_clip  # noqa: E402
@@ -126,22 +126,11 @@ def _machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, PyAV {av.__version__}"
 
 
-def _commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
-        return commit + (" (uncommitted changes)" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=96, help="clips timed per cell")
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--no-s3", action="store_true", help="skip the local S3 server rows")
-    parser.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md")
     args = parser.parse_args()
 
     rows: list[tuple] = []  # layout, where, size, (clips per CPU-s, clips per wall-s), kB per clip
@@ -179,17 +168,13 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     header = (f"\n## bench/data.py — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
-              f"- machine: {_machine()}\n- commit: {_commit()}\n"
+              f"- machine: {_machine()}\n- commit: {commit()}\n"
               f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`\n"
               "- one process, no loader workers = one core; procedural clips, video members + JSON only; the "
               "original's row reads 10 s, 256x256, 25 fps sources with a keyframe every 2 s (kB = one source "
               f"file); load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine: "
               "wall rates are lower bounds, CPU-time rates are the per-core figures)\n\n")
-    if not args.results.exists():
-        args.results.write_text("# Benchmark results\n\nAppended by the scripts in bench/; newest last.\n")
-    with open(args.results, "a") as f:
-        f.write(header + table + "\n")
-    print(f"appended to {args.results}")
+    append_report(header + table)
     return 0
 
 

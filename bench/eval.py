@@ -19,7 +19,6 @@ import os
 import platform
 import shlex
 import socket
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -30,8 +29,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "RESULTS.md"
 
+from record import RESULTS, append_report, commit  # noqa: E402  (bench/record.py)
 from vsyn.metrics.fvd import video_features  # noqa: E402
 from vsyn.metrics.i3d import I3D  # noqa: E402
 from vsyn.metrics.protocol import standard_protocol  # noqa: E402
@@ -49,16 +48,6 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{socket.gethostname()}: {cpu}, {cores} cores, {gpu}; torch {torch.__version__}, Python {platform.python_version()}"
-
-
-def commit() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True).stdout
-        return rev.strip() + (" (uncommitted changes)" if dirty.strip() else "") if rev.strip() else "unknown"
-    except OSError:
-        return "unknown"
 
 
 def sync(device: torch.device) -> None:
@@ -140,11 +129,7 @@ def main() -> int:
     ])
     print("\n" + report)
     if not args.no_record:
-        with RESULTS.open("a") as f:
-            if f.tell() == 0:
-                f.write("# Benchmark results\n\nAppended by the scripts in bench/; newest last.\n\n")
-            f.write(report + "\n")
-        print(f"appended to {RESULTS}")
+        append_report(report)
     return 0
 
 

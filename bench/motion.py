@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from eval import RESULTS, commit, machine  # noqa: E402  (bench/eval.py: the same provenance helpers)
+from eval import machine  # noqa: E402  (bench/eval.py)
+from record import RESULTS, append_report, commit  # noqa: E402  (bench/record.py)
 
 from vsyn.metrics.motion import ESTIMATOR, benchmark, format_table  # noqa: E402
 from vsyn.metrics.utils import copy_first_frame  # noqa: E402
@@ -95,11 +96,7 @@ def main() -> int:
     ])
     print("\n" + report)
     if not args.no_record:
-        with RESULTS.open("a") as f:
-            if f.tell() == 0:
-                f.write("# Benchmark results\n\nAppended by the scripts in bench/; newest last.\n\n")
-            f.write(report + "\n")
-        print(f"appended to {RESULTS}")
+        append_report(report)
     return 0
 
 

@@ -23,7 +23,6 @@ import platform
 import queue
 import shlex
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,8 +36,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from record import RESULTS, append_report, commit  # bench/record.py
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
 def test_image(size: int = 128) -> bytes:
@@ -200,18 +200,6 @@ def machine() -> str:
     return f"{socket.gethostname()}: {cpu}, {cores} cores, {gpu}; {versions}"
 
 
-def commit() -> str:
-    if os.environ.get("VSYN_COMMIT"):  # device runs get a tree without .git: the caller names the commit
-        return os.environ["VSYN_COMMIT"]
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True).stdout  # fmt: skip
-        return rev.strip() + (" (uncommitted changes)" if dirty.strip() else "") if rev.strip() else "unknown"
-    except OSError:
-        return "unknown"
-
-
 def table(rows: list[dict[str, float]]) -> str:
     lines = ["| concurrency | requests | p50 (ms) | p95 (ms) | p99 (ms) | throughput (videos/s) |",
              "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -299,11 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     ])  # fmt: skip
     print("\n" + report)
     if not args.no_record:
-        with RESULTS.open("a") as f:
-            if f.tell() == 0:
-                f.write("# Benchmark results\n\nAppended by the scripts in bench/; newest last.\n\n")
-            f.write(report + "\n")
-        print(f"appended to {RESULTS}")
+        append_report(report)
     return 0
 
 

@@ -24,7 +24,6 @@ import argparse
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -35,9 +34,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
 sys.path.insert(0, str(ROOT))
 
+from record import RESULTS, append_report, commit  # noqa: E402  (bench/record.py)
 from vsyn.config import Config, load_config  # noqa: E402
 from vsyn.nn import build_critics, build_generator  # noqa: E402
 from vsyn.train.ema import GeneratorEMA  # noqa: E402
@@ -266,18 +265,6 @@ def machine() -> str:
     return f"CPU {cpu} x{torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def commit() -> str:
-    if os.environ.get("VSYN_COMMIT"):  # a copy of the tree without .git (e.g. a remote GPU box)
-        return os.environ["VSYN_COMMIT"]
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True).stdout
-        return rev.strip() + (" (uncommitted changes)" if dirty.strip() else "") if rev.strip() else "unknown"
-    except OSError:
-        return "unknown"
-
-
 def markdown(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
@@ -337,10 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             table,
             "",
         ])
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with RESULTS.open("a") as f:
-            f.write(block)
-        print(f"appended to {RESULTS}")
+        append_report(block)
     return 0
 
 

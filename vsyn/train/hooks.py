@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vsyn.config import Config
-from vsyn.metrics import run_snapshot_metrics, selection_score  # noqa: F401 - re-exported for the loop
+from vsyn.metrics import run_snapshot_metrics
 
 
 @dataclass

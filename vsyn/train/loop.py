@@ -21,7 +21,8 @@ from vsyn.nn import build_critics, build_generator
 from vsyn.snapshot import copy_snapshot
 from vsyn.train import checkpoint
 from vsyn.train.ema import GeneratorEMA
-from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks, selection_score
+from vsyn.metrics import selection_score
+from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks
 from vsyn.train.logs import Progress, ScalarLog
 from vsyn.train.loss import VideoGANLoss
 from vsyn.train.randomness import StepRandom, step_seed

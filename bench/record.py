@@ -1,0 +1,34 @@
+"""What every bench script records beside its table: the commit it measured, and one append-only results file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+
+
+def commit() -> str:
+    """Short commit plus a dirty flag; VSYN_COMMIT names it where the tree has no .git (a remote GPU box)."""
+    if os.environ.get("VSYN_COMMIT"):
+        return os.environ["VSYN_COMMIT"]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True).stdout
+    except OSError:
+        return "unknown"
+    return rev.strip() + (" (uncommitted changes)" if dirty.strip() else "") if rev.strip() else "unknown"
+
+
+def append_report(report: str) -> Path:
+    """Append one report to bench/RESULTS.md (never overwrite: the file is the history of every measurement)."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        if f.tell() == 0:
+            f.write("# Benchmark results\n\nAppended by the scripts in bench/; newest last.\n\n")
+        f.write(report.rstrip("\n") + "\n")
+    print(f"appended to {RESULTS}")
+    return RESULTS
