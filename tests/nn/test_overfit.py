@@ -1,13 +1,15 @@
 """The style-based generator can represent motion: a short supervised run (L1 to the true future frames) on four
-fixed procedural clips cuts the error at least 5×."""
+fixed procedural clips cuts the error at least 5×, and ends below what copying frame 0 scores — the clouds drift
+slowly, so a 5× cut alone could be mere reconstruction of the input."""
 
 import numpy as np
+import pytest
 import torch
 
 from shards.procedural import make_clip
 from vsyn.nn import StyleRNNGenerator
 
-SIZE, FRAMES, STEPS = 32, 5, 250
+SIZE, FRAMES, STEPS = 32, 5, 900
 
 
 def _clips() -> torch.Tensor:  # (4, T, 3, H, W) in [0, 1]
@@ -15,7 +17,8 @@ def _clips() -> torch.Tensor:  # (4, T, 3, H, W) in [0, 1]
     return torch.from_numpy(video).permute(0, 1, 4, 2, 3).float() / 255
 
 
-def test_supervised_overfit_cuts_l1_five_fold():
+@pytest.mark.slow  # ~30 s on 2 cores
+def test_supervised_overfit_cuts_l1_five_fold_and_beats_copying_frame0():
     torch.manual_seed(0)
     clips = _clips()
     image, future = clips[:, 0], clips[:, 1:]
@@ -35,4 +38,6 @@ def test_supervised_overfit_cuts_l1_five_fold():
         opt.step()
     after = l1()
     copy_input = (image[:, None] - future).abs().mean().item()
-    assert after * 5 <= before, f"L1 {before:.4f} -> {after:.4f} (copying frame 0 scores {copy_input:.4f})"
+    report = f"L1 {before:.4f} -> {after:.4f} (copying frame 0 scores {copy_input:.4f})"
+    assert after * 5 <= before, report
+    assert after < copy_input, report
