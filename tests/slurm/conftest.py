@@ -9,7 +9,6 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +18,7 @@ from pathlib import Path
 import pytest
 
 from slurm_support import HERE, LOCAL_CLUSTER
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from tests.conftest import free_ports
 
 
 def _packages_missing() -> bool:
@@ -44,7 +33,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
     # Not under pytest's tmp dirs: they are 0700 and munged wants every folder above its socket traversable.
     prefix = Path(tempfile.mkdtemp(prefix="vsyn-slurm-"))
     prefix.chmod(0o755)
-    ctld, slurmd, dbd, db = _free_ports(4)
+    ctld, slurmd, dbd, db = free_ports(4)
     env = {
         **os.environ,
         "SLURM_PREFIX": str(prefix),
