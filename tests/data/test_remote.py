@@ -76,3 +76,16 @@ def test_train_three_steps_from_s3(s3_shards, tmp_path):
                                    f"train.run_dir={tmp_path / 'run'}", "data.workers=1"])
     assert run(cfg) == 0
     assert (tmp_path / "run").is_dir()
+
+
+def test_http_ls_reads_the_manifest(procedural_shards, http_server, capsys):
+    assert shards_cli("ls", f"{http_server(procedural_shards)}/") == 0
+    out = capsys.readouterr().out
+    assert "train-000003.tar" in out and f"4 shard(s), {CLIPS} clips" in out
+
+
+def test_ls_of_a_url_without_manifest_is_one_clear_error(tmp_path, http_server, capsys):
+    from vsyn.errors import VsynError
+
+    with pytest.raises(VsynError, match="cannot list"):
+        shards_cli("ls", http_server(tmp_path))
