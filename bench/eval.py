@@ -15,10 +15,7 @@ The table is printed and appended with machine, commit and command to bench/RESU
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
-import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -30,24 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from record import RESULTS, append_report, commit  # noqa: E402  (bench/record.py)
+from record import RESULTS, append_report, commit, machine  # noqa: E402  (bench/record.py)
 from vsyn.metrics.fvd import video_features  # noqa: E402
 from vsyn.metrics.i3d import I3D  # noqa: E402
 from vsyn.metrics.protocol import standard_protocol  # noqa: E402
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{socket.gethostname()}: {cpu}, {cores} cores, {gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def sync(device: torch.device) -> None:

@@ -25,8 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from eval import machine  # noqa: E402  (bench/eval.py)
-from record import RESULTS, append_report, commit  # noqa: E402  (bench/record.py)
+from record import RESULTS, append_report, commit, machine  # noqa: E402  (bench/record.py)
 
 from vsyn.metrics.motion import ESTIMATOR, benchmark, format_table  # noqa: E402
 from vsyn.metrics.utils import copy_first_frame  # noqa: E402

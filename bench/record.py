@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import os
+import platform
+import socket
 import subprocess
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
+
+
+def machine() -> str:
+    """Host, CPU model, visible cores, GPU and library versions: enough to tell two rows' machines apart."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = f"torch {torch.__version__}, Python {platform.python_version()}"
+    return f"{socket.gethostname()}: {cpu}, {cores} cores, {gpu}; {versions}"
 
 
 def commit() -> str:

@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import queue
 import shlex
-import socket
 import sys
 import tempfile
 import threading
@@ -36,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from record import RESULTS, append_report, commit  # bench/record.py
+from record import RESULTS, append_report, commit, machine  # bench/record.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,21 +181,6 @@ def run_level(send: Callable[[bytes, int], int], image: bytes, concurrency: int,
     ms = np.array(latencies) * 1e3
     return {"concurrency": concurrency, "requests": total, "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
             "p99": np.percentile(ms, 99), "videos_s": total / wall}  # fmt: skip
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    versions = f"torch {torch.__version__}, Python {platform.python_version()}"
-    return f"{socket.gethostname()}: {cpu}, {cores} cores, {gpu}; {versions}"
 
 
 def table(rows: list[dict[str, float]]) -> str:
