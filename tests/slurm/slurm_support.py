@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,3 +29,24 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, poll: f
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def node_state() -> str:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def release_requeued(job_id: str) -> None:
+    """Wait until the requeued job pends and the node has finished cleaning up its previous run, then skip SLURM's
+    ~120 s requeue hold. Releasing it while the node was still completing the old run made the relaunch fail once
+    (job FAILED without its script running), so the node must be idle first."""
+    from launcher.jobs import slurm_state
+
+    wait_for(lambda: slurm_state(job_id).state == "PENDING", 60, "the requeued job to pend")
+    wait_for(lambda: node_state() == "idle", 120, "the node to finish the requeued run's clean-up")
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+
+
+def job_report(job_id: str) -> str:
+    """What SLURM says about a job, for assertion messages."""
+    return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from slurm_support import LOCAL_CLUSTER, MAX_STEPS, REPO, TINY, wait_for
+from slurm_support import LOCAL_CLUSTER, MAX_STEPS, REPO, TINY, job_report, release_requeued, wait_for
 from safetensors.torch import load_file
 
 from launcher.jobs import slurm_state
@@ -119,10 +119,9 @@ def test_requeued_job_resumes_to_identical_weights(reference_run, shards_url, tm
     job_id = launches(run_dir)[0].job_ids[0]
     wait_for_first_checkpoint(run_dir, job_id)
     subprocess.run(["scontrol", "requeue", job_id], check=True)  # SIGTERM: the trainer saves, the job requeues
-    wait_for(lambda: slurm_state(job_id).state == "PENDING", 60, "the requeued job to pend")
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)  # skip the ~120 s hold
+    release_requeued(job_id)
     wait_for(lambda: slurm_state(job_id).state in ("COMPLETED", "FAILED"), 180, "the resumed job to finish")
-    assert slurm_state(job_id).state == "COMPLETED"
+    assert slurm_state(job_id).state == "COMPLETED", job_report(job_id)
     show = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert "Restarts=1" in show
     rank0 = next(Path(launches(run_dir)[0].submitit_folder).glob(f"{job_id}_0_log.err")).read_text()
@@ -220,10 +219,9 @@ def test_plain_sbatch_script_requeues_on_usr2(reference_run, shards_url, tmp_pat
     job_id = submit.stdout.strip().split(";")[0]
     wait_for_first_checkpoint(run_dir, job_id)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what SLURM sends before the time limit
-    wait_for(lambda: slurm_state(job_id).state == "PENDING", 60, "the script to requeue the job")
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+    release_requeued(job_id)
     wait_for(lambda: slurm_state(job_id).state in ("COMPLETED", "FAILED"), 180, "the resumed job to finish")
     log = next(tmp_path.glob(f"slurm-vsyn-{job_id}.out")).read_text(errors="replace")
-    assert slurm_state(job_id).state == "COMPLETED", log[-2000:]
+    assert slurm_state(job_id).state == "COMPLETED", log[-2000:] + "\n" + job_report(job_id)
     assert f"requeueing job {job_id}" in log and "resumed from" in log
     assert_same_weights(ref_dir / "checkpoints" / FINAL, run_dir / "checkpoints" / FINAL)
