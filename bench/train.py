@@ -38,11 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from record import RESULTS, append_report, commit  # noqa: E402  (bench/record.py)
 from vsyn.config import Config, load_config  # noqa: E402
-from vsyn.nn import build_critics, build_generator  # noqa: E402
-from vsyn.train.ema import GeneratorEMA  # noqa: E402
 from vsyn.train.loss import VideoGANLoss  # noqa: E402
 from vsyn.train.randomness import StepRandom  # noqa: E402
-from vsyn.train.runtime import build_runtime, channels_last_, frozen  # noqa: E402
+from vsyn.train.loop import setup  # noqa: E402
+from vsyn.train.runtime import frozen  # noqa: E402
 
 CONFIGS = {
     "sky128": ("sky128", []),
@@ -155,20 +154,8 @@ def bf16_peak_tflops(device: torch.device) -> float:
 
 
 def build(cfg: Config):
-    """The loop's set-up (vsyn/train/loop.py), minus checkpoints and logs."""
-    torch.manual_seed(cfg.train.seed)
-    generator, critics = build_generator(cfg.model), build_critics(cfg.model)
-    ema = GeneratorEMA(generator, cfg.train.ema_halflife_kimg, cfg.train.ema_rampup)
-    if cfg.train.channels_last:
-        for m in (generator, critics, ema.model):
-            channels_last_(m)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas)
-    opt_d = torch.optim.Adam(critics.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas)
-    if cfg.train.compile:
-        generator.compile()
-        critics.compile()
-    rt = build_runtime(cfg, generator, critics, opt_g, opt_d, log_dir=None)
-    ema.model.to(rt.device)
+    """The trainer's own set-up (vsyn.train.loop.setup), without checkpoints or logs."""
+    rt, ema = setup(cfg, log_dir=None)
     return rt, ema, VideoGANLoss(cfg, rt)
 
 

@@ -26,7 +26,7 @@ from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks
 from vsyn.train.logs import Progress, ScalarLog
 from vsyn.train.loss import VideoGANLoss
 from vsyn.train.randomness import StepRandom, step_seed
-from vsyn.train.runtime import build_runtime, channels_last_, frozen
+from vsyn.train.runtime import Runtime, build_runtime, channels_last_, frozen
 from vsyn.train.samples import SampleSheet
 from vsyn.train.signals import PreemptionFlag
 from vsyn.train.stream import ClipStream, LoaderFactory, collect_readers
@@ -75,18 +75,10 @@ def crossed(prev_nimg: int, nimg: int, every_kimg: float) -> bool:
     return every > 0 and int(prev_nimg // every) != int(nimg // every)
 
 
-def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
-    """Train until cfg.train.total_kimg (or max_steps); returns EXIT_DONE, or EXIT_REQUEUE after a signal save.
-
-    `factory` replaces the shard reader (benchmarks, tests); it must return global batches deterministically
-    for a seed.
-    """
+def setup(cfg: Config, log_dir: Path | None) -> tuple[Runtime, GeneratorEMA]:
+    """Networks, EMA and optimizers, identical on every rank, wrapped for the runtime. Shared with bench/train.py so
+    the benchmark measures exactly the step the trainer runs."""
     t = cfg.train
-    run_dir = cfg.run_dir
-    ckpt_root = run_dir / "checkpoints"
-    factory = factory or loader_factory(cfg)
-
-    # ---- set-up: identical init on every rank, then wrap for the runtime
     torch.manual_seed(t.seed)
     generator, critics = build_generator(cfg.model), build_critics(cfg.model)
     ema = GeneratorEMA(generator, t.ema_halflife_kimg, t.ema_rampup)
@@ -98,17 +90,31 @@ def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
     if t.compile:  # in place: state_dict keys unchanged; `.forward` stays eager for the double-backward penalties
         generator.compile()
         critics.compile()
-    rt = build_runtime(cfg, generator, critics, opt_g, opt_d, log_dir=run_dir / "logs")
+    rt = build_runtime(cfg, generator, critics, opt_g, opt_d, log_dir=log_dir)
+    ema.model.to(rt.device)
+    return rt, ema
+
+
+def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
+    """Train until cfg.train.total_kimg (or max_steps); returns EXIT_DONE, or EXIT_REQUEUE after a signal save.
+
+    `factory` replaces the shard reader (benchmarks, tests); it must return global batches deterministically
+    for a seed.
+    """
+    run_dir = cfg.run_dir
+    ckpt_root = run_dir / "checkpoints"
+    factory = factory or loader_factory(cfg)
+
+    rt, ema = setup(cfg, log_dir=run_dir / "logs")
     try:
         return _train(cfg, rt, ema, factory, ckpt_root)
     finally:
         rt.end()
 
 
-def _train(cfg: Config, rt, ema: GeneratorEMA, factory: LoaderFactory, ckpt_root: Path) -> int:
+def _train(cfg: Config, rt: Runtime, ema: GeneratorEMA, factory: LoaderFactory, ckpt_root: Path) -> int:
     t = cfg.train
     run_dir = cfg.run_dir
-    ema.model.to(rt.device)
     loss = VideoGANLoss(cfg, rt)
     if rt.is_main:
         for d in (ckpt_root, run_dir / "logs", run_dir / "samples"):
