@@ -6,6 +6,7 @@ the same pixels for the same image and seed.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from vsyn.config import Config, config_from_dict
 from vsyn.errors import VsynError
+from vsyn.nn import build_generator
 from vsyn.snapshot import load_state, resolve_snapshot
 
 MAX_IMAGE_PIXELS = 64_000_000  # decompression-bomb guard for user images (checked before decoding pixels)
@@ -22,9 +24,6 @@ MAX_IMAGE_PIXELS = 64_000_000  # decompression-bomb guard for user images (check
 
 def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Config]:
     """Build the generator described by a snapshot's config.json and load its (EMA) weights, in eval mode."""
-    import json
-
-    from vsyn.nn import build_generator
 
     weights, config_path = resolve_snapshot(path, ema=ema)
     try:
