@@ -4,6 +4,8 @@
 #
 #   bash bench/gpu_suite.sh a   # pack shards; start two >=15-min training runs (style on GPU 3, DVD-GAN-S on
 #                               # GPU 2); single-GPU step benchmarks on GPUs 0 and 1
+#   bash bench/gpu_suite.sh s   # one GPU: penalty precision vs float64, then the critic-step levers (penalty under
+#                               # autocast, channels_last_3d, regional compile) row by row, with one profile each
 #   bash bench/gpu_suite.sh b   # 1/2/4-GPU weak scaling (DDP, ZeRO-2) once the runs end; motion benchmark;
 #                               # copy logs, loss curves and sample grids to $OUT
 #
@@ -65,6 +67,20 @@ if [ "$phase" = a ]; then
   cat "$W/bench-gpu0.log" "$W/bench-gpu1.log" | grep -E "^\||TFLOP|rror|Traceback" | head -60
   for f in "$W"/train-*.log; do echo "== $f"; tail -c 600 "$f"; echo; done
   cp "$W"/bench-gpu*.log bench/RESULTS.md "$OUT"/
+fi
+
+if [ "$phase" = s ]; then
+  t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-570}))
+  left() { echo $((deadline - $(date +%s))); }
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+  timeout 100 python3 bench/penalty_precision.py --config sky128 --batch 2
+  timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16,bf16+penalty --layout nchw,cl \
+    --mode eager --cycles 6 --warmup 2 --profile "$OUT/prof" 2>&1 | grep -vE "^(W1|USDT)"
+  timeout "$(left)" python3 bench/train.py --configs bair64 --precision bf16+penalty --layout cl --mode eager,compiled \
+    --cycles 10 --warmup 3 2>&1 | grep -E "^\||rror|Traceback"
+  timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl --mode compiled \
+    --cycles 6 --warmup 2 2>&1 | grep -E "^\||rror|Traceback"
+  cp bench/RESULTS.md "$OUT"/
 fi
 
 if [ "$phase" = b ]; then

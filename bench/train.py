@@ -21,6 +21,7 @@ The table is printed and appended with machine, commit and command to bench/RESU
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import shlex
@@ -56,6 +57,7 @@ ANCHOR_CLIPS_PER_S = {"sky128": 11.05, "bair64": 35.5}
 class Row:
     config: str
     precision: str
+    layout: str
     mode: str
     data: str
     gpus: int
@@ -68,12 +70,12 @@ class Row:
 
     def cells(self) -> list[str]:
         anchor = ANCHOR_CLIPS_PER_S.get(self.config)
-        return [self.config, self.precision, self.mode, self.data, str(self.gpus), f"{self.clips_per_s:.2f}",
+        return [self.config, self.precision, self.layout, self.mode, self.data, str(self.gpus), f"{self.clips_per_s:.2f}",
                 f"{self.clips_per_s / anchor:.2f}x" if anchor else "-", f"{self.ms_g:.1f}", f"{self.ms_d:.1f}",
                 f"{self.peak_gib:.2f}", f"{self.tflop_cycle:.3f}", f"{100 * self.mfu:.1f}"]
 
 
-HEADER = ["config", "precision", "mode", "data", "processes", "clips/s (all)", "vs original", "ms per G step", "ms per D step",
+HEADER = ["config", "precision", "layout", "mode", "data", "processes", "clips/s (all)", "vs original", "ms per G step", "ms per D step",
           "peak GPU memory (GiB)", "TFLOP per cycle", "MFU (%)"]
 
 
@@ -159,10 +161,17 @@ def build(cfg: Config):
     return rt, ema, VideoGANLoss(cfg, rt)
 
 
-def bench_one(name: str, precision: str, mode: str, args: argparse.Namespace, peak: float) -> Row:
+# --precision tokens: the train.precision and loss.penalty_precision they stand for
+PRECISIONS = {"fp32": ("fp32", "fp32"), "bf16": ("bf16", "fp32"), "bf16+penalty": ("bf16", "autocast")}
+LAYOUTS = {"nchw": False, "cl": True}  # cl: channels_last (2D) and channels_last_3d (the temporal critic)
+
+
+def bench_one(name: str, precision: str, layout: str, mode: str, args: argparse.Namespace, peak: float) -> Row:
     preset, overrides = CONFIGS[name]
-    extra = [f"train.precision={precision}", f"train.compile={mode == 'compiled'}",
-             f"train.channels_last={args.channels_last}", f"train.distributed={args.distributed}"]
+    train_precision, penalty_precision = PRECISIONS[precision]
+    extra = [f"train.precision={train_precision}", f"loss.penalty_precision={penalty_precision}",
+             f"train.compile={mode == 'compiled'}", f"train.channels_last={LAYOUTS[layout]}",
+             f"train.distributed={args.distributed}"]
     if args.batch:
         extra.append(f"train.batch={args.batch}")
     if args.shards:
@@ -237,11 +246,29 @@ def bench_one(name: str, precision: str, mode: str, args: argparse.Namespace, pe
     flops = counter.get_total_flops()
     cycle_s = elapsed / args.cycles
     clips_per_s = (t.n_critic + 1) * t.batch / cycle_s
+    if args.profile:
+        profile_cycle(cycle, Path(args.profile) / f"{name}-{precision}-{layout}-{mode}.txt", device)
     if stream:
         stream.close()
     rt.end()
-    return Row(name, precision, mode, "shards" if args.shards else "on-device", world, clips_per_s, ms_g, ms_d, peak_gib,
+    return Row(name, precision, layout, mode, "shards" if args.shards else "on-device", world, clips_per_s, ms_g, ms_d, peak_gib,
                flops / 1e12, flops / cycle_s / (peak * 1e12))
+
+
+def profile_cycle(cycle, path: Path, device: torch.device) -> None:
+    """One cycle under torch.profiler: the ops by device (or CPU) time, printed and written to `path`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        cycle(timed=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table)
+    print(f"profile of one cycle -> {path}\n" + "\n".join(table.splitlines()[:22]), flush=True)
 
 
 def machine() -> str:
@@ -261,12 +288,14 @@ def markdown(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="sky128,bair64", help=f"comma list of {', '.join(CONFIGS)}")
-    p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16")
+    p.add_argument("--precision", default="fp32,bf16,bf16+penalty",
+                   help="comma list of fp32, bf16 (penalties in fp32), bf16+penalty (penalties under autocast too)")
+    p.add_argument("--layout", default="nchw", help="comma list of nchw, cl (channels_last / channels_last_3d)")
     p.add_argument("--mode", default="eager,compiled", help="comma list of eager, compiled")
     p.add_argument("--cycles", type=int, default=10, help="timed cycles (n_critic D steps + 1 G step each)")
     p.add_argument("--warmup", type=int, default=3, help="untimed cycles first (compilation, cudnn autotune)")
     p.add_argument("--batch", type=int, default=0, help="override the config's batch (default: its own, 8)")
-    p.add_argument("--channels-last", action="store_true", help="channels_last weights and activations")
+    p.add_argument("--profile", default="", help="also profile one cycle per row into this directory")
     p.add_argument("--distributed", default="ddp", choices=["ddp", "deepspeed"], help="runtime (one process)")
     p.add_argument("--shards", default="", help="stream clips from these shards (data pipeline included)")
     p.add_argument("--workers", type=int, default=8, help="reader workers with --shards")
@@ -282,18 +311,17 @@ def main(argv: list[str] | None = None) -> int:
     if is_main:
         print(f"{machine()}; measured bf16 matmul peak {peak:.1f} TFLOP/s", flush=True)
     rows = []
-    for name in args.configs.split(","):
-        for precision in args.precision.split(","):
-            for mode in args.mode.split(","):
-                try:
-                    row = bench_one(name, precision, mode, args, peak)
-                except torch.cuda.OutOfMemoryError as exc:
-                    print(f"{name} {precision} {mode}: out of memory ({exc})", flush=True)
-                    torch.cuda.empty_cache()
-                    continue
-                rows.append(row)
-                if is_main:
-                    print(" | ".join(row.cells()), flush=True)
+    grid = itertools.product(*(getattr(args, k).split(",") for k in ("configs", "precision", "layout", "mode")))
+    for name, precision, layout, mode in grid:
+        try:
+            row = bench_one(name, precision, layout, mode, args, peak)
+        except torch.cuda.OutOfMemoryError as exc:
+            print(f"{name} {precision} {layout} {mode}: out of memory ({exc})", flush=True)
+            torch.cuda.empty_cache()
+            continue
+        rows.append(row)
+        if is_main:
+            print(" | ".join(row.cells()), flush=True)
     if not is_main:
         return 0
     table = markdown(rows)

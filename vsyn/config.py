@@ -46,6 +46,10 @@ class LossConfig:
     temporal_weight: float = 5.0
     r1_gamma: float = 1.0
     r1_interval: int = 16  # lazy R1: penalise every N critic steps, scaled by N
+    # fp32: the penalty's critic forward and double backward in float32 whatever train.precision says (the
+    # original's numerics); autocast: in the step's precision (bf16 under train.precision=bf16), with the input
+    # gradient and its norm in float32. The penalty is most of a critic step: autocast is the fast choice on GPU.
+    penalty_precision: str = "fp32"
 
 
 @dataclass
@@ -82,7 +86,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16
     channels_last: bool = False
-    compile: bool = False
+    compile: bool = False  # torch.compile each block (regional); the penalties' double backward stays eager
+    cudnn_benchmark: bool = True  # autotune conv algorithms on CUDA (fixed shapes): off for bit-exact GPU reruns
     distributed: str = "ddp"  # ddp | deepspeed
     zero_stage: int = 2
     run_dir: str = "runs/{name}"
@@ -249,6 +254,8 @@ def validate(cfg: Config) -> None:
         raise VsynError(f"model.spatial_frames must be in 1..frames-1 ({m.frames - 1})")
     if cfg.loss.kind not in ("wgan-gp", "hinge", "logistic"):
         raise VsynError(f"loss.kind must be wgan-gp, hinge or logistic, not {cfg.loss.kind!r}")
+    if cfg.loss.penalty_precision not in ("fp32", "autocast"):
+        raise VsynError(f"loss.penalty_precision must be fp32 or autocast, not {cfg.loss.penalty_precision!r}")
     if cfg.train.precision not in ("fp32", "bf16"):
         raise VsynError(f"train.precision must be fp32 or bf16, not {cfg.train.precision!r}")
     if cfg.train.distributed not in ("ddp", "deepspeed"):

@@ -2,7 +2,7 @@
 
 from vsyn.nn.critics import Critics, SpatialCritic, TemporalCritic, build_critics, sample_frame_indices
 from vsyn.nn.generators import DVDGANGenerator, StyleRNNGenerator, build_generator
-from vsyn.nn.layers import count_params, sn_vector_count, to_channels_last
+from vsyn.nn.layers import compile_blocks, count_params, sn_vector_count, to_channels_last
 
 __all__ = [
     "Critics",
@@ -12,6 +12,7 @@ __all__ = [
     "TemporalCritic",
     "build_critics",
     "build_generator",
+    "compile_blocks",
     "count_params",
     "sample_frame_indices",
     "sn_vector_count",

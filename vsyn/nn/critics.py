@@ -83,12 +83,20 @@ class TemporalCritic(nn.Module):
         r = self.resolution
         assert video.shape[2:] == (3, r, r), video.shape
         x = video.transpose(1, 2) * 2 - 1  # (B, 3, T, H, W)
+        if _is_channels_last_3d(self.blocks3d[0].conv1):
+            x = x.contiguous(memory_format=torch.channels_last_3d)  # one copy; cuDNN's fast NDHWC kernels follow
         if self.prepool:
             x = F.avg_pool3d(x, (1, 2, 2))
         h = self.blocks3d(x)  # (B, 4ch, S, h, w)
         s = h.shape[2]
         h = self.blocks2d(h.transpose(1, 2).flatten(0, 1))  # (B·S, 16ch, h', w')
         return self.head(F.relu(h).sum(dim=(2, 3))).reshape(b, s)
+
+
+def _is_channels_last_3d(conv: nn.Module) -> bool:
+    """Whether a (spectral-normalised) Conv3d's stored weight is channels_last_3d (vsyn.nn.to_channels_last)."""
+    weight = conv.parametrizations.weight.original if hasattr(conv, "parametrizations") else conv.weight
+    return weight.is_contiguous(memory_format=torch.channels_last_3d) and not weight.is_contiguous()
 
 
 class Critics(nn.Module):

@@ -45,6 +45,24 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     return module
 
 
+def compile_blocks(module: nn.Module) -> nn.Module:
+    """In place: torch.compile every residual block, attention, GRU, styled conv and ToRGB inside `module`.
+
+    Regional compilation: a handful of small graphs (one per block kind and shape) compile in a fraction of the time
+    of a whole unrolled generator, and fuse what pays on a GPU (the GRU's gate arithmetic over the time loop,
+    pre-activations, pools and residual adds). The critics' penalties run these blocks eagerly (their double
+    backward cannot go through a compiled graph; vsyn.train.loss). Returns `module`.
+    """
+    kinds = (DownBlock, BNResBlock, SelfAttention, ConvGRU, StyledConv, ToRGB)
+    # One class's forward is one code object: each instance shape, dtype (autocast) and grad mode is a recompile of
+    # it. Dynamo's default limit (8) would silently send the rest back to eager.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    for sub in module.modules():
+        if isinstance(sub, kinds):
+            sub.compile()
+    return module
+
+
 # --------------------------------------------------------------------------------------------------------------
 # StyleGAN2 modulated convolution (rosinality's math, equalised learning rate)
 # --------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 
 from vsyn.config import Config
 from vsyn.errors import VsynError
-from vsyn.nn import build_critics, build_generator
+from vsyn.nn import build_critics, build_generator, compile_blocks, to_channels_last
 from vsyn.snapshot import copy_snapshot
 from vsyn.train import checkpoint
 from vsyn.train.ema import GeneratorEMA
@@ -26,7 +26,7 @@ from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks
 from vsyn.train.logs import Progress, ScalarLog
 from vsyn.train.loss import VideoGANLoss
 from vsyn.train.randomness import StepRandom, step_seed
-from vsyn.train.runtime import Runtime, build_runtime, channels_last_, frozen
+from vsyn.train.runtime import Runtime, build_runtime, frozen
 from vsyn.train.samples import SampleSheet
 from vsyn.train.signals import PreemptionFlag
 from vsyn.train.stream import ClipStream, LoaderFactory, collect_readers
@@ -82,14 +82,16 @@ def setup(cfg: Config, log_dir: Path | None) -> tuple[Runtime, GeneratorEMA]:
     torch.manual_seed(t.seed)
     generator, critics = build_generator(cfg.model), build_critics(cfg.model)
     ema = GeneratorEMA(generator, t.ema_halflife_kimg, t.ema_rampup)
-    if t.channels_last:
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = t.cudnn_benchmark
+    if t.channels_last:  # 2D weights channels_last, the temporal critic's 3D weights channels_last_3d
         for m in (generator, critics, ema.model):
-            channels_last_(m)
+            to_channels_last(m)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas)
     opt_d = torch.optim.Adam(critics.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas)
-    if t.compile:  # in place: state_dict keys unchanged; `.forward` stays eager for the double-backward penalties
-        generator.compile()
-        critics.compile()
+    if t.compile:  # in place, block by block: state_dict keys unchanged, compile time bounded by the block kinds
+        compile_blocks(generator)
+        compile_blocks(critics)
     rt = build_runtime(cfg, generator, critics, opt_g, opt_d, log_dir=log_dir)
     ema.model.to(rt.device)
     return rt, ema

@@ -2,7 +2,7 @@
 
 Both critics live in one module (one optimizer, one engine). The critic step scores real and fake clips in one
 forward of the *wrapped* critics (so DDP/ZeRO synchronise the gradients), then computes the penalty through the
-*raw* module in fp32 (autograd.grad through a DeepSpeed engine crashes; notes.md), and returns one scalar, because
+*raw* module (autograd.grad through a DeepSpeed engine crashes; notes.md), and returns one scalar, because
 one backward per engine step is all ZeRO-2 keeps.
 
 Loss families (cfg.loss.kind):
@@ -38,14 +38,18 @@ GENERATOR_LOSSES = {
 
 
 @contextlib.contextmanager
-def _no_power_iteration(critics: nn.Module) -> Iterator[None]:
+def _penalty_mode(critics: nn.Module) -> Iterator[None]:
     """Penalty forwards run in eval mode: spectral norm then reuses the step's u, v instead of updating them in
     place a second time. Besides saving work, an in-place update after the compiled main forward saved those
-    buffers breaks its backward under torch.compile. The critics have no other train/eval-dependent layer."""
+    buffers breaks its backward under torch.compile. The critics have no other train/eval-dependent layer.
+
+    Compiled blocks (train.compile) run eagerly here: a compiled graph's backward cannot be differentiated again.
+    """
     was_training = critics.training
     critics.eval()
     try:
-        yield
+        with torch.compiler.set_stance("force_eager"):
+            yield
     finally:
         critics.train(was_training)
 
@@ -103,7 +107,10 @@ class VideoGANLoss:
         loss = self.lam_s * loss_s + self.lam_t * loss_t
         return loss, {"G/loss": loss.detach(), "G/loss_spatial": loss_s.detach(), "G/loss_temporal": loss_t.detach()}
 
-    # ---- penalties: raw module, fp32, per-sample
+    # ---- penalties: raw module, per-sample, fp32 unless loss.penalty_precision=autocast
+    def _penalty_autocast(self) -> contextlib.AbstractContextManager:
+        return self.rt.autocast(enabled=self.cfg.loss.penalty_precision == "autocast")
+
     def gradient_penalty(self, real: Tensor, fake: Tensor, idx: Tensor, rnd: StepRandom) -> tuple[Tensor, Tensor]:
         critics = self.rt.raw_critics
         cond = real[:, 0]
@@ -111,7 +118,7 @@ class VideoGANLoss:
         frames = (a_s * real[:, idx] + (1 - a_s) * fake[:, idx]).detach().requires_grad_(True)
         a_t = rnd.uniform()[:, None, None, None, None]  # one α per clip
         video = (a_t * real + (1 - a_t) * fake).detach().requires_grad_(True)
-        with self.rt.autocast(enabled=False), _no_power_iteration(critics):
+        with self._penalty_autocast(), _penalty_mode(critics):
             gp_s = losses.gradient_penalty(critics.spatial(frames, cond), frames, batch_dims=2)
             gp_t = losses.gradient_penalty(critics.temporal(video), video, batch_dims=1)
         return gp_s, gp_t
@@ -120,7 +127,7 @@ class VideoGANLoss:
         critics = self.rt.raw_critics
         frames = real[:, idx].detach().requires_grad_(True)
         video = real.detach().requires_grad_(True)
-        with self.rt.autocast(enabled=False), _no_power_iteration(critics):
+        with self._penalty_autocast(), _penalty_mode(critics):
             r1_s = losses.r1_penalty(critics.spatial(frames, real[:, 0]), frames, batch_dims=2)
             r1_t = losses.r1_penalty(critics.temporal(video), video, batch_dims=1)
         return r1_s, r1_t

@@ -105,14 +105,6 @@ def per_rank_batch(batch: int, world: int) -> int:
     return batch // world
 
 
-def channels_last_(module: nn.Module) -> nn.Module:
-    """channels_last for 4D weights only (`Module.to(memory_format=...)` rejects the 3D convs' 5D weights)."""
-    for p in module.parameters():
-        if p.dim() == 4:
-            p.data = p.data.contiguous(memory_format=torch.channels_last)
-    return module
-
-
 
 @contextlib.contextmanager
 def frozen(module: nn.Module) -> Iterator[None]:
