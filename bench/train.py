@@ -247,7 +247,7 @@ def bench_one(name: str, precision: str, layout: str, mode: str, args: argparse.
     cycle_s = elapsed / args.cycles
     clips_per_s = (t.n_critic + 1) * t.batch / cycle_s
     if args.profile:
-        profile_cycle(cycle, Path(args.profile) / f"{name}-{precision}-{layout}-{mode}.txt", device)
+        profile_cycle(cycle, Path(args.profile) / f"{name}-{precision.replace('+', '_')}-{layout}-{mode}.txt", device)
     if stream:
         stream.close()
     rt.end()

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from vsyn import losses
 from vsyn.config import Config
+from vsyn.nn.input_grad import input_grad_convolutions
 from vsyn.train.randomness import StepRandom
 from vsyn.train.runtime import Runtime
 
@@ -44,11 +45,13 @@ def _penalty_mode(critics: nn.Module) -> Iterator[None]:
     buffers breaks its backward under torch.compile. The critics have no other train/eval-dependent layer.
 
     Compiled blocks (train.compile) run eagerly here: a compiled graph's backward cannot be differentiated again.
+    Convolutions record ∇x in a form whose double backward runs on ordinary kernels (vsyn.nn.input_grad); the
+    plain form sent the penalty's weight gradient through cuDNN's slowest paths.
     """
     was_training = critics.training
     critics.eval()
     try:
-        with torch.compiler.set_stance("force_eager"):
+        with torch.compiler.set_stance("force_eager"), input_grad_convolutions():
             yield
     finally:
         critics.train(was_training)
