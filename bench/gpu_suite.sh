@@ -74,13 +74,15 @@ if [ "$phase" = s ]; then
   left() { echo $((deadline - $(date +%s))); }
   keep() { cp bench/RESULTS.md "$OUT"/; }  # after every step: a kill at the limit still returns the figures
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-  timeout 90 python3 bench/penalty_precision.py --config sky128 --batch 1; keep
+  q() { grep -E "^\||rror|Traceback|warm-up|Self CUDA time"; }
   timeout "$(left)" python3 bench/train.py --configs sky128 --precision fp32,bf16,bf16+penalty --mode eager \
-    --cycles 6 --warmup 2 --profile "$OUT/prof" 2>&1 | grep -E "^\||rror|Traceback|Self CUDA time"; keep
-  timeout "$(left)" python3 bench/train.py --configs bair64 --precision fp32,bf16,bf16+penalty --mode eager \
-    --cycles 10 --warmup 3 2>&1 | grep -E "^\||rror|Traceback"; keep
-  timeout "$(left)" python3 bench/train.py --configs bair64,sky128 --precision bf16+penalty --mode compiled \
-    --cycles 6 --warmup 2 2>&1 | grep -E "^\||rror|Traceback"; keep
+    --cycles 6 --warmup 2 2>&1 | q; keep
+  timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl --mode eager \
+    --cycles 6 --warmup 2 --profile "$OUT/prof" 2>&1 | q; keep
+  timeout "$(left)" python3 bench/train.py --configs bair64 --precision fp32,bf16+penalty --layout nchw,cl \
+    --mode eager --cycles 10 --warmup 3 --profile "$OUT/prof" 2>&1 | q; keep
+  timeout "$(left)" python3 bench/train.py --configs bair64 --precision bf16+penalty --mode compiled \
+    --cycles 10 --warmup 3 2>&1 | q; keep
 fi
 
 if [ "$phase" = b ]; then

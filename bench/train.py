@@ -163,7 +163,7 @@ def build(cfg: Config):
 
 # --precision tokens: the train.precision and loss.penalty_precision they stand for
 PRECISIONS = {"fp32": ("fp32", "fp32"), "bf16": ("bf16", "fp32"), "bf16+penalty": ("bf16", "autocast")}
-LAYOUTS = {"nchw": False, "cl": True}  # cl: channels_last (2D) and channels_last_3d (the temporal critic)
+LAYOUTS = {"nchw": False, "cl": True}  # cl: the critics in channels_last (2D) and channels_last_3d (3D)
 
 
 def bench_one(name: str, precision: str, layout: str, mode: str, args: argparse.Namespace, peak: float) -> Row:
@@ -225,9 +225,13 @@ def bench_one(name: str, precision: str, layout: str, mode: str, args: argparse.
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    t_warm = time.perf_counter()
     for _ in range(args.warmup):
         cycle(timed=False)
     sync()
+    if rank == 0:
+        print(f"{name} {precision} {layout} {mode}: {args.warmup} warm-up cycles in {time.perf_counter() - t_warm:.1f} s"
+              " (compilation included)", flush=True)
     begin = time.perf_counter()
     for _ in range(args.cycles):
         cycle(timed=True)

@@ -85,6 +85,8 @@ class TrainConfig:
     ema_rampup: float = 0.05  # EMA half-life ramps up with kimg * rampup; 0 disables
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16
+    # the critics in channels_last / channels_last_3d (cuDNN's native layout for bf16 convs); the generator, whose
+    # per-frame reshapes would copy, stays NCHW
     channels_last: bool = False
     compile: bool = False  # torch.compile each block (regional); the penalties' double backward stays eager
     cudnn_benchmark: bool = True  # autotune conv algorithms on CUDA (fixed shapes): off for bit-exact GPU reruns

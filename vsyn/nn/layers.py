@@ -255,11 +255,32 @@ class ConvGRU(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 
 
+def conv_then_pool(x: Tensor, conv: nn.Module) -> Tensor:
+    """avg_pool(conv(x), 2) for a stride-1 k×k(×k) `conv`, computed as one stride-2 (k+1)-tap convolution.
+
+    The same linear map, exactly (pool output i averages conv outputs 2i and 2i+1, which read inputs 2i−p … 2i+k−p):
+    the folded kernel is the conv kernel convolved with the 2-tap box. It visits 1/2^d of the output positions with
+    ((k+1)/k)^d larger kernels: for 3×3×3, 64/216 of the FLOPs of conv then pool, and no full-resolution output.
+    The parameters are untouched (spectral norm still normalises the 3×3(×3) kernel).
+    """
+    weight, bias = conv.weight, conv.bias
+    dims = weight.ndim - 2
+    o, i, *kernel = weight.shape
+    box = weight.new_full((1, 1) + (2,) * dims, 0.5**dims)
+    transpose = F.conv_transpose2d if dims == 2 else F.conv_transpose3d
+    folded = transpose(weight.reshape(o * i, 1, *kernel), box).reshape(o, i, *(k + 1 for k in kernel))
+    run = F.conv2d if dims == 2 else F.conv3d
+    return run(x, folded, bias, stride=2, padding=conv.padding)
+
+
 class DownBlock(nn.Module):
     """Pre-activation residual block with 2× average-pool down-sampling, 2D or 3D, no normalisation.
 
     main: ReLU → conv3 → ReLU → conv3 → pool;  shortcut: conv1 → pool.
     `first=True` is the critics' input block: no leading ReLU, shortcut pools before its 1×1 conv.
+
+    Computed in an equal, cheaper order: conv3 → pool as one strided convolution (`conv_then_pool`), and the
+    shortcut's pool before its 1×1 conv in both variants (a 1×1 conv and an average pool commute).
     """
 
     def __init__(self, in_ch: int, out_ch: int, *, sn: bool = False, first: bool = False, dims: int = 2):
@@ -273,9 +294,8 @@ class DownBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = x if self.first else F.relu(x)
-        h = self.pool(self.conv2(F.relu(self.conv1(h))), 2)
-        s = self.shortcut(self.pool(x, 2)) if self.first else self.pool(self.shortcut(x), 2)
-        return h + s
+        h = conv_then_pool(F.relu(self.conv1(h)), self.conv2)
+        return h + self.shortcut(self.pool(x, 2))
 
 
 class BNResBlock(nn.Module):

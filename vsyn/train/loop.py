@@ -84,9 +84,8 @@ def setup(cfg: Config, log_dir: Path | None) -> tuple[Runtime, GeneratorEMA]:
     ema = GeneratorEMA(generator, t.ema_halflife_kimg, t.ema_rampup)
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = t.cudnn_benchmark
-    if t.channels_last:  # 2D weights channels_last, the temporal critic's 3D weights channels_last_3d
-        for m in (generator, critics, ema.model):
-            to_channels_last(m)
+    if t.channels_last:  # the critics' 2D weights channels_last, 3D weights channels_last_3d
+        to_channels_last(critics)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas)
     opt_d = torch.optim.Adam(critics.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas)
     if t.compile:  # in place, block by block: state_dict keys unchanged, compile time bounded by the block kinds
