@@ -75,13 +75,12 @@ if [ "$phase" = s ]; then
   keep() { cp bench/RESULTS.md "$OUT"/; }  # after every step: a kill at the limit still returns the figures
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
   q() { grep -E "^\||rror|Traceback|warm-up|Self CUDA time"; }
-  timeout "$(left)" python3 bench/train.py --configs sky128 --precision fp32,bf16,bf16+penalty --mode eager \
-    --cycles 6 --warmup 2 2>&1 | q; keep
+  shards pack procedural "$W/p128" --clips 512 --size 128 --frames 25 --workers 16 --seed 0 | tail -1
   timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl --mode eager \
-    --cycles 6 --warmup 2 --profile "$OUT/prof" 2>&1 | q; keep
-  timeout "$(left)" python3 bench/train.py --configs bair64 --precision fp32,bf16+penalty --layout nchw,cl \
+    --data on-device,shards --shards "$W/p128" --workers 8 --cycles 8 --warmup 2 2>&1 | q; keep
+  timeout "$(left)" python3 bench/train.py --configs bair64 --precision fp32,bf16+penalty --layout cl \
     --mode eager --cycles 10 --warmup 3 --profile "$OUT/prof" 2>&1 | q; keep
-  timeout "$(left)" python3 bench/train.py --configs bair64 --precision bf16+penalty --mode compiled \
+  timeout "$(left)" python3 bench/train.py --configs bair64 --precision bf16+penalty --layout cl --mode compiled \
     --cycles 10 --warmup 3 2>&1 | q; keep
 fi
 

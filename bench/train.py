@@ -166,7 +166,8 @@ PRECISIONS = {"fp32": ("fp32", "fp32"), "bf16": ("bf16", "fp32"), "bf16+penalty"
 LAYOUTS = {"nchw": False, "cl": True}  # cl: the critics in channels_last (2D) and channels_last_3d (3D)
 
 
-def bench_one(name: str, precision: str, layout: str, mode: str, args: argparse.Namespace, peak: float) -> Row:
+def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args: argparse.Namespace,
+              peak: float) -> Row:
     preset, overrides = CONFIGS[name]
     train_precision, penalty_precision = PRECISIONS[precision]
     extra = [f"train.precision={train_precision}", f"loss.penalty_precision={penalty_precision}",
@@ -174,8 +175,11 @@ def bench_one(name: str, precision: str, layout: str, mode: str, args: argparse.
              f"train.distributed={args.distributed}"]
     if args.batch:
         extra.append(f"train.batch={args.batch}")
-    if args.shards:
-        extra += [f"data.train={args.shards}", f"data.workers={args.workers}"]
+    shards = args.shards if data == "shards" else ""
+    if data == "shards" and not shards:
+        raise SystemExit("--data shards needs --shards DIR")
+    if shards:
+        extra += [f"data.train={shards}", f"data.workers={args.workers}"]
     cfg = load_config(preset, [*overrides, *extra])
     t, m = cfg.train, cfg.model
     rt, ema, loss = build(cfg)
@@ -186,7 +190,7 @@ def bench_one(name: str, precision: str, layout: str, mode: str, args: argparse.
         torch.cuda.reset_peak_memory_stats()
     gen = torch.Generator(device=device).manual_seed(rank)
     stream = None
-    if args.shards:
+    if shards:
         from vsyn.train.loop import loader_factory
         from vsyn.train.stream import ClipStream
 
@@ -255,7 +259,7 @@ def bench_one(name: str, precision: str, layout: str, mode: str, args: argparse.
     if stream:
         stream.close()
     rt.end()
-    return Row(name, precision, layout, mode, "shards" if args.shards else "on-device", world, clips_per_s, ms_g, ms_d, peak_gib,
+    return Row(name, precision, layout, mode, data, world, clips_per_s, ms_g, ms_d, peak_gib,
                flops / 1e12, flops / cycle_s / (peak * 1e12))
 
 
@@ -301,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=0, help="override the config's batch (default: its own, 8)")
     p.add_argument("--profile", default="", help="also profile one cycle per row into this directory")
     p.add_argument("--distributed", default="ddp", choices=["ddp", "deepspeed"], help="runtime (one process)")
+    p.add_argument("--data", default="", help="comma list of on-device, shards (default: shards if --shards else "
+                   "on-device); rows in one process share cuDNN's autotuning")
     p.add_argument("--shards", default="", help="stream clips from these shards (data pipeline included)")
     p.add_argument("--workers", type=int, default=8, help="reader workers with --shards")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
@@ -315,12 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     if is_main:
         print(f"{machine()}; measured bf16 matmul peak {peak:.1f} TFLOP/s", flush=True)
     rows = []
-    grid = itertools.product(*(getattr(args, k).split(",") for k in ("configs", "precision", "layout", "mode")))
-    for name, precision, layout, mode in grid:
+    args.data = args.data or ("shards" if args.shards else "on-device")
+    keys = ("configs", "precision", "layout", "mode", "data")
+    for name, precision, layout, mode, data in itertools.product(*(getattr(args, k).split(",") for k in keys)):
         try:
-            row = bench_one(name, precision, layout, mode, args, peak)
+            row = bench_one(name, precision, layout, mode, data, args, peak)
         except torch.cuda.OutOfMemoryError as exc:
-            print(f"{name} {precision} {layout} {mode}: out of memory ({exc})", flush=True)
+            print(f"{name} {precision} {layout} {mode} {data}: out of memory ({exc})", flush=True)
             torch.cuda.empty_cache()
             continue
         rows.append(row)

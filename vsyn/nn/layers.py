@@ -6,6 +6,7 @@ Shapes are written as comments in signatures and asserted at entry. Tensors of f
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -255,20 +256,29 @@ class ConvGRU(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _box_fold_matrix(kernel: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """M with w.flatten() @ M = (w ⊛ 2-tap box).flatten(): (∏k, ∏(k+1)), entries 0 or 2^−d (exact in any dtype)."""
+    dims = len(kernel)
+    eye = torch.eye(math.prod(kernel), dtype=torch.float64).reshape(-1, 1, *kernel)
+    box = torch.full((1, 1) + (2,) * dims, 0.5**dims, dtype=torch.float64)
+    transpose = F.conv_transpose2d if dims == 2 else F.conv_transpose3d
+    return transpose(eye, box).flatten(1).to(device=device, dtype=dtype)
+
+
 def conv_then_pool(x: Tensor, conv: nn.Module) -> Tensor:
     """avg_pool(conv(x), 2) for a stride-1 k×k(×k) `conv`, computed as one stride-2 (k+1)-tap convolution.
 
     The same linear map, exactly (pool output i averages conv outputs 2i and 2i+1, which read inputs 2i−p … 2i+k−p):
-    the folded kernel is the conv kernel convolved with the 2-tap box. It visits 1/2^d of the output positions with
-    ((k+1)/k)^d larger kernels: for 3×3×3, 64/216 of the FLOPs of conv then pool, and no full-resolution output.
-    The parameters are untouched (spectral norm still normalises the 3×3(×3) kernel).
+    the folded kernel is the conv kernel convolved with the 2-tap box (one small matmul). It visits 1/2^d of the
+    output positions with ((k+1)/k)^d larger kernels: for 3×3×3, 64/216 of the FLOPs of conv then pool, and no
+    full-resolution output. The parameters are untouched (spectral norm still normalises the 3×3(×3) kernel).
     """
     weight, bias = conv.weight, conv.bias
     dims = weight.ndim - 2
     o, i, *kernel = weight.shape
-    box = weight.new_full((1, 1) + (2,) * dims, 0.5**dims)
-    transpose = F.conv_transpose2d if dims == 2 else F.conv_transpose3d
-    folded = transpose(weight.reshape(o * i, 1, *kernel), box).reshape(o, i, *(k + 1 for k in kernel))
+    fold = _box_fold_matrix(tuple(kernel), weight.device, weight.dtype)
+    folded = (weight.reshape(o * i, -1) @ fold).reshape(o, i, *(k + 1 for k in kernel))
     run = F.conv2d if dims == 2 else F.conv3d
     return run(x, folded, bias, stride=2, padding=conv.padding)
 

@@ -86,8 +86,11 @@ def setup(cfg: Config, log_dir: Path | None) -> tuple[Runtime, GeneratorEMA]:
         torch.backends.cudnn.benchmark = t.cudnn_benchmark
     if t.channels_last:  # the critics' 2D weights channels_last, 3D weights channels_last_3d
         to_channels_last(critics)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas)
-    opt_d = torch.optim.Adam(critics.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas)
+    # fused Adam: a few kernels per step instead of dozens (the GPU waits on launches at 64 px); DeepSpeed keeps
+    # its own tested path
+    fused = torch.cuda.is_available() and t.distributed == "ddp"
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas, fused=fused or None)
+    opt_d = torch.optim.Adam(critics.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas, fused=fused or None)
     if t.compile:  # in place, block by block: state_dict keys unchanged, compile time bounded by the block kinds
         compile_blocks(generator)
         compile_blocks(critics)
