@@ -92,9 +92,10 @@ class HttpTarget:
 class _Context:
     """The slice of TorchServe's Context the handler uses."""
 
-    def __init__(self, model_dir: Path, gpu_id: int | None, handler_options: dict[str, Any], headers: list[dict]):
+    def __init__(self, model_dir: Path, gpu_id: int | None, handler_options: dict[str, Any], headers: list[dict],
+                 batch_size: int = 1):  # fmt: skip
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id}
-        self.model_yaml_config = {"handler": handler_options}
+        self.model_yaml_config = {"batchSize": batch_size, "handler": handler_options}
         self.headers, self.status, self.types = headers, {}, {}
 
     def get_all_request_header(self, idx: int) -> dict:
@@ -119,7 +120,7 @@ class DirectTarget:
 
         gpu_id = (torch.device(device).index or 0) if device.startswith("cuda") else None
         self.handler = VsynHandler()
-        self.handler.initialize(_Context(model_dir, gpu_id, handler_options, []))
+        self.handler.initialize(_Context(model_dir, gpu_id, handler_options, [], batch_size))
         self.options = {"x-vsyn-frames": str(frames), "x-vsyn-format": fmt}
         self.batch_size, self.max_delay_s = batch_size, max_delay_s
         self.queue: queue.Queue[tuple[bytes, int, Future]] = queue.Queue()
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-delay-ms", type=int, default=20)
     p.add_argument("--device", default="auto", help="direct mode: auto | cpu | cuda[:N]")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="handler precision")
+    p.add_argument("--cuda-graphs", default="on", choices=("on", "off"), help="GPU: replay CUDA graphs (vsyn.graphs)")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
             send = DirectTarget(make_snapshot(tmp_path, args.preset), device, args.batch_size,
                                 args.max_batch_delay_ms / 1e3, args.frames, args.format,
-                                {"precision": args.precision})  # fmt: skip
+                                {"precision": args.precision, "cuda_graphs": args.cuda_graphs == "on"})  # fmt: skip
             mode = f"direct (in-process handler + batcher), device {device}"
         else:
             from serve import server
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 store = tmp_path / "store"
                 options = ServingOptions(batch_size=args.batch_size, max_batch_delay_ms=args.max_batch_delay_ms,
-                                         precision=args.precision)  # fmt: skip
+                                         precision=args.precision, cuda_graphs=args.cuda_graphs == "on")  # fmt: skip
                 export(make_snapshot(tmp_path, args.preset), store, options=options)
                 ports = server.free_ports(5)
                 settings = ServerSettings(model_store=store, run_dir=tmp_path / "run", inference_port=ports[0],
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             stop()
 
     batching = (f"batch size {args.batch_size}, max batch delay {args.max_batch_delay_ms} ms, "
-                f"precision {args.precision}")  # fmt: skip
+                f"precision {args.precision}, CUDA graphs {args.cuda_graphs}")  # fmt: skip
     report = "\n".join([
         f"## bench/serve.py: {args.preset} (random init), {args.frames} frames, {args.format} — "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",

@@ -37,6 +37,7 @@ class ServingOptions:
     limits: Limits = field(default_factory=Limits)
     encode_threads: int = 0  # videos encoded in parallel per batch; 0 = min(8, CPU count)
     precision: str = "auto"  # auto (bf16 where the device runs it fast) | fp32 | bf16
+    cuda_graphs: bool = True  # on a GPU, replay captured CUDA graphs of the generator (vsyn.graphs)
 
     def to_yaml(self) -> str:
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -55,6 +56,7 @@ class ServingOptions:
                 **{k: getattr(self.limits, k) for k in Limits.__dataclass_fields__},
                 "encode_threads": self.encode_threads,
                 "precision": self.precision,
+                "cuda_graphs": self.cuda_graphs,
             },
         }
         if self.device != "auto":

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from serve.protocol import Limits, RequestError, VideoRequest, error_body, parse_request, resize_video
+from vsyn.graphs import GraphedGenerator
 from vsyn.inference import animate, load_generator
 from vsyn.video import encode_video
 
@@ -54,6 +55,15 @@ class VsynHandler:
         threads = int(options.get("encode_threads", 0)) or min(8, os.cpu_count() or 1)
         self.encoder = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode")
         self.autocast = _autocast_dtype(str(options.get("precision", "auto")), device)
+        yaml_config = getattr(context, "model_yaml_config", None) or {}
+        if device.type == "cuda" and _flag(options.get("cuda_graphs", True)):
+            # Replay captured CUDA graphs (vsyn.graphs): the generator is launch-bound at serving batch sizes.
+            # Every batch bucket up to TorchServe's batchSize is captured now, at the default frame count.
+            graphed = GraphedGenerator(self.generator, max_batch=max(1, int(yaml_config.get("batchSize", 1))))
+            noise = self.generator.sample_noise(1) is not None
+            for size in sorted({graphed.bucket(b) for b in range(1, graphed.max_batch + 1)}):
+                graphed.capture(size, self.default_frames, device, self.autocast, noise)
+            self.generator = graphed
         # One throw-away call so the first client does not pay for lazy kernel, allocator and codec set-up.
         with self._precision():
             warm = animate(self.generator, np.zeros((1, self.resolution, self.resolution, 3), np.uint8), num_frames=2)
@@ -133,6 +143,10 @@ class VsynHandler:
 
 def _encode(req: VideoRequest, video: np.ndarray) -> bytes:
     return encode_video(resize_video(video, req.out_size), fps=req.fps, fmt=req.fmt)
+
+
+def _flag(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
