@@ -39,11 +39,14 @@ def test_cpu_falls_back_to_eager():
 @pytest.mark.parametrize("kind", ["style_rnn", "dvdgan"])
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16])
 def test_replay_matches_eager(kind, dtype):
+    # A capture may pick other cuDNN engines than an eager call (and a padded batch other ones than its own size):
+    # under TF32 that alone moves outputs by ~1e-3, so fp32 is compared with TF32 off.
     torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = dtype is not None
     g = _generator(kind, "cuda")
     graphed = GraphedGenerator(g, max_batch=8)
     autocast = torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None)
-    tol = dict(rtol=0, atol=1e-5) if dtype is None else dict(rtol=0, atol=2e-2)
+    tol = dict(rtol=0, atol=1e-4) if dtype is None else dict(rtol=0, atol=2e-2)
     for batch, seed in [(4, 0), (4, 1), (3, 2), (1, 3), (8, 4)]:  # bucket hits, a padded batch, fresh inputs
         images, noise = _inputs(batch, g, "cuda", seed)
         with torch.no_grad(), autocast:

@@ -93,3 +93,32 @@ def test_snapshot_metrics_keep_the_best_checkpoint(tmp_path, shards, caplog):
     meta = json.loads((best / "meta.json").read_text())
     assert round(meta["kimg"] * 1000 / 4) == best_at
     assert (best / "generator_ema.safetensors").is_file() and not (best / "COMPLETE").exists()  # never resumed
+
+
+def _close_losses(a: dict, b: dict, rtol: float) -> None:
+    assert sorted(a) == sorted(b)
+    for step in a:
+        for key, value in a[step].items():
+            if key in ("kimg", "time", "sec_per_kimg", "clips_per_s"):
+                continue
+            assert b[step][key] == pytest.approx(value, rel=rtol, abs=1e-5), (step, key, value, b[step][key])
+
+
+@pytest.mark.slow
+def test_regional_compile_trains_like_eager(tmp_path, shards):
+    """train.compile=true: compiled blocks in the main forwards, eager ones in the penalty's double backward (a
+    compiled graph's backward cannot be differentiated again); the losses follow eager's."""
+    extra = ["loss.kind=wgan-gp", "train.max_steps=3", "train.snapshot_kimg=0"]
+    assert run(_cfg(tmp_path / "eager", shards, *extra)) == EXIT_DONE
+    assert run(_cfg(tmp_path / "compiled", shards, "train.compile=true", *extra)) == EXIT_DONE
+    _close_losses(read_losses(tmp_path / "eager"), read_losses(tmp_path / "compiled"), rtol=1e-4)
+
+
+def test_penalty_under_autocast_stays_close_to_fp32_penalty(tmp_path, shards):
+    """loss.penalty_precision=autocast under bf16: the same step as fp32 penalties to bf16 accuracy."""
+    extra = ["train.precision=bf16", "loss.kind=wgan-gp", "train.max_steps=3", "train.snapshot_kimg=0"]
+    assert run(_cfg(tmp_path / "fp32", shards, *extra)) == EXIT_DONE
+    assert run(_cfg(tmp_path / "autocast", shards, "loss.penalty_precision=autocast", *extra)) == EXIT_DONE
+    fp32, autocast = read_losses(tmp_path / "fp32"), read_losses(tmp_path / "autocast")
+    _close_losses(fp32, autocast, rtol=5e-2)
+    assert fp32[0]["D/gp_temporal"] != autocast[0]["D/gp_temporal"]  # the option did change the penalty's numerics

@@ -60,7 +60,7 @@ def compile_blocks(module: nn.Module) -> nn.Module:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for sub in module.modules():
         if isinstance(sub, kinds):
-            sub.compile()
+            sub.compile(dynamic=False)  # static shapes: automatic dynamic shapes broke inductor here
     return module
 
 
