@@ -71,8 +71,6 @@ def test_eval_frames_match_the_generator(procedural_shards):
 
 @pytest.mark.parametrize("layout", ["jpg", "npy"])
 def test_other_layouts_read_the_same(tmp_path, layout):
-    from .helpers import pack_procedural
-
     out = pack_procedural(tmp_path / layout, clips=4, layout=layout, per_shard=4)
     batch = next(iter(make_loader(out, frames=4, stride=2, batch_size=4, mode="eval", workers=0)))
     assert batch["video"].shape == (4, 4, 3, SIZE, SIZE) and batch["flow"].shape == (4, 3, 2, SIZE, SIZE)
