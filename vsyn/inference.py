@@ -70,7 +70,8 @@ def _as_float_images(images: np.ndarray | torch.Tensor, device: torch.device) ->
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"numpy images must be uint8 (B,H,W,3), got {images.dtype} {images.shape}")
-        return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div(255)
+        # torch.tensor copies: decoded images are often read-only arrays, which from_numpy warns about
+        return torch.tensor(images, device=device).permute(0, 3, 1, 2).float().div(255)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"tensor images must be (B,3,H,W) in [0,1], got {tuple(images.shape)}")
     return images.to(device=device, dtype=torch.float32)
