@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import random
 import shlex
 import sys
@@ -28,7 +27,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.conftest holds the SeaweedFS launcher the tests use
 
-from record import append_report, commit  # noqa: E402  (bench/record.py)
+from record import append_report, commit, machine  # noqa: E402  (bench/record.py)
 from shards.layout import LAYOUTS, encode_sample  # noqa: E402
 from shards.manifest import write_manifest  # noqa: E402
 from shards.procedural import make_clip  # noqa: E402
@@ -120,12 +119,6 @@ def original_rate(sources: list[Path], size: int, clips: int) -> tuple[float, fl
     return _rate(read, clips)
 
 
-def _machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown CPU")
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, PyAV {av.__version__}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=96, help="clips timed per cell")
@@ -168,7 +161,7 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     header = (f"\n## bench/data.py — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
-              f"- machine: {_machine()}\n- commit: {commit()}\n"
+              f"- machine: {machine()}, PyAV {av.__version__}\n- commit: {commit()}\n"
               f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`\n"
               "- one process, no loader workers = one core; procedural clips, video members + JSON only; the "
               "original's row reads 10 s, 256x256, 25 fps sources with a keyframe every 2 s (kB = one source "

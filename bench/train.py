@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import platform
 import shlex
 import sys
 import time
@@ -37,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from record import RESULTS, append_report, commit  # noqa: E402  (bench/record.py)
+from record import RESULTS, append_report, commit, machine  # noqa: E402  (bench/record.py)
 from vsyn.config import Config, load_config  # noqa: E402
 from vsyn.train.loss import VideoGANLoss  # noqa: E402
 from vsyn.train.randomness import StepRandom  # noqa: E402
@@ -277,14 +276,6 @@ def profile_cycle(cycle, path: Path, device: torch.device) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(table)
     print(f"profile of one cycle -> {path}\n" + "\n".join(table.splitlines()[:22]), flush=True)
-
-
-def machine() -> str:
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        return f"{p.name} ({p.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}"
-    cpu = platform.processor() or platform.machine()
-    return f"CPU {cpu} x{torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def markdown(rows: list[Row]) -> str:

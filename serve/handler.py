@@ -60,9 +60,7 @@ class VsynHandler:
             # Replay captured CUDA graphs (vsyn.graphs): the generator is launch-bound at serving batch sizes.
             # Every batch bucket up to TorchServe's batchSize is captured now, at the default frame count.
             graphed = GraphedGenerator(self.generator, max_batch=max(1, int(yaml_config.get("batchSize", 1))))
-            noise = self.generator.sample_noise(1) is not None
-            for size in sorted({graphed.bucket(b) for b in range(1, graphed.max_batch + 1)}):
-                graphed.capture(size, self.default_frames, device, self.autocast, noise)
+            graphed.capture_buckets(self.default_frames, device, self.autocast)
             self.generator = graphed
         # One throw-away call so the first client does not pay for lazy kernel, allocator and codec set-up.
         with self._precision():

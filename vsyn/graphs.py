@@ -72,14 +72,14 @@ class GraphedGenerator(nn.Module):
         captured.graph.replay()
         return captured.video[:batch].clone()
 
-    def capture(self, batch: int, num_frames: int | None, device: torch.device, dtype: torch.dtype | None,
-                with_noise: bool) -> None:
-        """Capture ahead of time (server start-up), so no client pays for it."""
+    def capture_buckets(self, num_frames: int | None, device: torch.device, dtype: torch.dtype | None) -> None:
+        """Capture every bucket up to max_batch ahead of time (server start-up), so no client pays for it."""
         r = self.generator.resolution
-        images = torch.full((batch, 3, r, r), 0.5, device=device)
-        noise = self.generator.sample_noise(batch, device=device) if with_noise else None
-        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-            self.forward(images, num_frames=num_frames, noise=noise)
+        for size in sorted({self.bucket(b) for b in range(1, self.max_batch + 1)}):
+            images = torch.full((size, 3, r, r), 0.5, device=device)
+            noise = self.generator.sample_noise(size, device=device)  # None for generators without latent noise
+            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+                self.forward(images, num_frames=num_frames, noise=noise)
 
     def _capture(self, images: Tensor, noise: Tensor | None, size: int, frames: int,
                  dtype: torch.dtype | None) -> _Captured:
@@ -103,12 +103,13 @@ class GraphedGenerator(nn.Module):
 
 def _padded(t: Tensor, size: int) -> Tensor:
     """A new tensor of `size` rows: t's rows, then copies of its first row."""
-    out = t[:1].expand(size, *t.shape[1:]).clone()
-    out[: t.shape[0]] = t
+    out = t.new_empty((size, *t.shape[1:]))
+    _fill(out, t)
     return out
 
 
 def _fill(static: Tensor, values: Tensor) -> None:
+    """Write `values` into the first rows of `static` and copies of its first row into the rest."""
     n = values.shape[0]
     static[:n].copy_(values)
     if n < static.shape[0]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import threaded_http_server
 from vsyn.data import make_loader
 
 from .helpers import CLIPS, FRAMES
@@ -56,11 +57,8 @@ class FlakyShardHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def flaky_server(procedural_shards):
     handler = type("Handler", (FlakyShardHandler,), {"root": procedural_shards, "requests": Counter()})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler.requests
-    server.shutdown()
-    server.server_close()
+    with threaded_http_server(handler) as port:
+        yield f"http://127.0.0.1:{port}", handler.requests
 
 
 def test_503_and_dropped_connection_are_retried_and_resumed(flaky_server, procedural_shards):

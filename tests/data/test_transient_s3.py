@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from tests.conftest import threaded_http_server
 from vsyn.data import make_loader
 
 from .helpers import CLIPS, FRAMES, shards_cli
@@ -81,12 +82,9 @@ def flaky_s3(s3_server, procedural_shards, monkeypatch):
     url = f"s3://{s3_server.bucket}/flaky"
     assert shards_cli("upload", procedural_shards, url) == 0
     gets: Counter = Counter()
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make_proxy(s3_server.endpoint, gets))
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.server_address[1]}")
-    yield url, gets
-    proxy.shutdown()
-    proxy.server_close()
+    with threaded_http_server(make_proxy(s3_server.endpoint, gets)) as port:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        yield url, gets
 
 
 def test_s3_slowdown_and_dropped_connection_are_retried_and_resumed(flaky_s3, procedural_shards):

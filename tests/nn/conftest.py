@@ -1,11 +1,7 @@
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads spin-wait and run up to ~10× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every network test runs with one intra-op thread (tests/conftest.py: one_thread)."""
     yield
-    torch.set_num_threads(before)

@@ -13,13 +13,8 @@ from vsyn.config import load_config
 from vsyn.train import EXIT_DONE, run
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The subprocess tests run with OMP_NUM_THREADS=1; on a shared 2-core machine more threads only thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# The subprocess tests run with OMP_NUM_THREADS=1; these in-process ones match them (tests/conftest.py: one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(run_dir, shards, *extra):
