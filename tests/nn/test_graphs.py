@@ -65,3 +65,13 @@ def test_replay_matches_eager(kind, dtype):
         a_copy = a.clone()
         b = graphed(b_in, num_frames=9, noise=b_noise)
     assert torch.equal(a, a_copy) and not torch.equal(a, b)
+
+
+def test_static_buffers_are_padded_with_the_first_row():
+    from vsyn.graphs import _fill, _padded
+
+    t = torch.arange(6.0).reshape(3, 2)
+    assert torch.equal(_padded(t, 4), torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [0.0, 1.0]]))
+    static = torch.full((4, 2), -1.0)
+    _fill(static, t[1:2])
+    assert torch.equal(static, torch.tensor([[2.0, 3.0]] * 4))
