@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vsyn.errors import VsynError
-from vsyn.video import decode_video, encode_video, video_grid, write_video
+from vsyn.video import X264_PRESETS, decode_video, encode_video, video_grid, write_video
 
 
 def smooth_clip(t=12, h=48, w=64, seed=0):
@@ -50,6 +50,34 @@ def test_errors_are_clear(tmp_path):
         decode_video(b"not a video at all")
     path = write_video(tmp_path / "a.webm", smooth_clip(t=3))
     assert decode_video(path).shape[0] == 3
+
+
+@pytest.mark.parametrize("preset", X264_PRESETS)
+def test_every_x264_preset_decodes_and_repeats(preset):
+    clip = smooth_clip(t=9, h=48, w=64, seed=3)
+    data = encode_video(clip, preset=preset)
+    back = decode_video(data)
+    assert back.shape == clip.shape
+    assert psnr(back, clip) > 30.0  # same CRF 17 under every preset; only speed and size change
+    assert encode_video(clip, preset=preset) == data  # deterministic per preset
+
+
+def test_preset_reaches_x264_and_defaults_to_medium():
+    clip = smooth_clip(t=12, h=64, w=64, seed=4)
+    default = encode_video(clip)
+    assert encode_video(clip, preset="medium") == default  # the default bytes are medium's
+    ultrafast = encode_video(clip, preset="ultrafast")
+    assert ultrafast != default and b"subme=0" in ultrafast  # x264 writes its settings into the stream
+    assert psnr(decode_video(ultrafast), clip) > 32.0
+    # webm and gif take no preset: a valid one leaves their bytes unchanged
+    assert encode_video(clip, fmt="webm", preset="ultrafast") == encode_video(clip, fmt="webm")
+    assert encode_video(clip, fmt="gif", preset="ultrafast") == encode_video(clip, fmt="gif")
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm", "gif"])
+def test_unknown_preset_is_refused_with_the_allowed_ones(fmt):
+    with pytest.raises(VsynError, match="unknown x264 preset 'quick'.*ultrafast.*veryslow"):
+        encode_video(smooth_clip(t=2), fmt=fmt, preset="quick")
 
 
 def test_grid_places_each_clip():
