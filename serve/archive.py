@@ -22,6 +22,7 @@ from serve.protocol import Limits
 from vsyn.errors import VsynError
 from vsyn.inference import load_generator
 from vsyn.snapshot import save_snapshot
+from vsyn.video import x264_preset
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ServingOptions:
     encode_threads: int = 0  # videos encoded in parallel per batch; 0 = min(8, CPU count)
     precision: str = "auto"  # auto (bf16 where the device runs it fast) | fp32 | bf16
     cuda_graphs: bool = True  # on a GPU, replay captured CUDA graphs of the generator (vsyn.graphs)
+    encoder_preset: str = "medium"  # x264 preset for mp4 (ultrafast .. veryslow): faster = bigger files, less CPU
 
     def to_yaml(self) -> str:
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -46,6 +48,7 @@ class ServingOptions:
             raise VsynError(f"device must be auto, cpu or gpu, not {self.device!r}")
         if self.batch_size < 1 or self.max_batch_delay_ms < 0 or not 1 <= self.min_workers <= self.max_workers:
             raise VsynError("need batch_size >= 1, max_batch_delay_ms >= 0 and 1 <= min_workers <= max_workers")
+        x264_preset(self.encoder_preset)  # a typo fails the export, not every worker at start-up
         data = {
             "batchSize": self.batch_size,
             "maxBatchDelay": self.max_batch_delay_ms,
@@ -57,6 +60,7 @@ class ServingOptions:
                 "encode_threads": self.encode_threads,
                 "precision": self.precision,
                 "cuda_graphs": self.cuda_graphs,
+                "encoder_preset": self.encoder_preset,
             },
         }
         if self.device != "auto":
@@ -75,6 +79,7 @@ def export(
 ) -> Path:
     """Write `<model_store>/<name>.mar` and return its path."""
     options = options or ServingOptions()
+    model_config = options.to_yaml()  # validates the options before the (slower) checkpoint load
     model_store = Path(model_store)
     model_store.mkdir(parents=True, exist_ok=True)
     target = model_store / f"{name}.mar"
@@ -87,7 +92,7 @@ def export(
         save_snapshot(staging, generator, None, cfg, step=0, kimg=0.0)
         weights = staging / "generator_ema.safetensors"
         (staging / "generator.safetensors").unlink()  # identical copy; the archive carries one
-        (staging / "model-config.yaml").write_text(options.to_yaml())
+        (staging / "model-config.yaml").write_text(model_config)
         handler = staging / "handler.py"
         shutil.copyfile(serve.handler.__file__, handler)
         cmd = [

@@ -30,6 +30,9 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="auto: GPU when present")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 autocast where the device runs it fast (CUDA, AVX512-BF16/AMX CPUs)")
+    p.add_argument("--encoder-preset", default="medium", metavar="PRESET",
+                   help="x264 preset for mp4: ultrafast, superfast, veryfast, faster, fast, medium (default), slow, "
+                   "slower, veryslow; faster presets use less CPU per video and give larger files")
     p.add_argument("--max-frames", type=int, default=128, help="largest 'frames' a request may ask for")
     p.add_argument("--max-image-pixels", type=int, default=25_000_000, help="decompression-bomb cap per image")
     p.add_argument("--force", action="store_true", help="overwrite an existing .mar")
@@ -48,6 +51,7 @@ def _export(args: argparse.Namespace) -> int:
         response_timeout_s=args.response_timeout,
         device=args.device,
         precision=args.precision,
+        encoder_preset=args.encoder_preset,
         limits=Limits(max_frames=args.max_frames, max_image_pixels=args.max_image_pixels),
     )
     path = export(args.checkpoint, args.model_store, name=args.name, version=args.version, options=options,

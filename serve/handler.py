@@ -12,6 +12,7 @@ module, so it defines exactly one class and reaches everything else through the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -26,7 +27,7 @@ import torch
 from serve.protocol import Limits, RequestError, VideoRequest, error_body, parse_request, resize_video
 from vsyn.graphs import GraphedGenerator
 from vsyn.inference import animate, load_generator
-from vsyn.video import encode_video
+from vsyn.video import encode_video, x264_preset
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class VsynHandler:
         self.encoder: ThreadPoolExecutor | None = None
         self.device = torch.device("cpu")
         self.autocast: torch.dtype | None = None  # None: plain fp32
+        self.encoder_preset = x264_preset(None)
         self.initialized = False
 
     def initialize(self, context: Any) -> None:
@@ -55,6 +57,7 @@ class VsynHandler:
         threads = int(options.get("encode_threads", 0)) or min(8, os.cpu_count() or 1)
         self.encoder = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode")
         self.autocast = _autocast_dtype(str(options.get("precision", "auto")), device)
+        self.encoder_preset = x264_preset(options.get("encoder_preset"))  # mp4 only; x264 is the CPU cost per video
         yaml_config = getattr(context, "model_yaml_config", None) or {}
         if device.type == "cuda" and _flag(options.get("cuda_graphs", True)):
             # Replay captured CUDA graphs (vsyn.graphs): the generator is launch-bound at serving batch sizes.
@@ -65,11 +68,12 @@ class VsynHandler:
         # One throw-away call so the first client does not pay for lazy kernel, allocator and codec set-up.
         with self._precision():
             warm = animate(self.generator, np.zeros((1, self.resolution, self.resolution, 3), np.uint8), num_frames=2)
-        encode_video(warm[0], fmt="mp4")
+        encode_video(warm[0], fmt="mp4", preset=self.encoder_preset)
         self.initialized = True
         log.info(
-            "vsyn generator %s on %s (%s, %d torch threads, %d encode threads), limits %s",
-            cfg.name, device, self.autocast or "fp32", torch.get_num_threads(), threads, self.limits,
+            "vsyn generator %s on %s (%s, %d torch threads, %d encode threads, x264 preset %s), limits %s",
+            cfg.name, device, self.autocast or "fp32", torch.get_num_threads(), threads, self.encoder_preset,
+            self.limits,
         )  # fmt: skip
 
     def _precision(self) -> contextlib.AbstractContextManager:
@@ -124,7 +128,8 @@ class VsynHandler:
         with self._precision():
             videos = animate(self.generator, images, num_frames=frames, seeds=[r.seed for r in reqs], mask=mask)
         generated = time.perf_counter()
-        encoded = list(self.encoder.map(_encode, reqs, videos))
+        encode = functools.partial(_encode, preset=self.encoder_preset)
+        encoded = list(self.encoder.map(encode, reqs, videos))
         log.debug(
             "batch of %d x %d frames: generate %.0f ms, encode %.0f ms",
             len(reqs), frames, 1e3 * (generated - start), 1e3 * (time.perf_counter() - generated),
@@ -139,8 +144,8 @@ class VsynHandler:
         return error_body(status, phrase, message)
 
 
-def _encode(req: VideoRequest, video: np.ndarray) -> bytes:
-    return encode_video(resize_video(video, req.out_size), fps=req.fps, fmt=req.fmt)
+def _encode(req: VideoRequest, video: np.ndarray, preset: str) -> bytes:
+    return encode_video(resize_video(video, req.out_size), fps=req.fps, fmt=req.fmt, preset=preset)
 
 
 def _flag(value: Any) -> bool:

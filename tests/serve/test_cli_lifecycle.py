@@ -6,6 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
+
+import yaml
 
 import pytest
 from serve_helpers import free_ports
@@ -21,9 +24,13 @@ def vsyn(*args: str, cwd) -> subprocess.CompletedProcess:
 
 def test_export_start_status_stop(checkpoint, tmp_path) -> None:
     store, run = tmp_path / "store", tmp_path / "run"
-    out = vsyn("export", str(checkpoint), "--model-store", str(store), "--batch-size", "2", cwd=tmp_path)
+    bad = vsyn("export", str(checkpoint), "--model-store", str(store), "--encoder-preset", "quick", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown x264 preset 'quick'" in bad.stderr
+    out = vsyn("export", str(checkpoint), "--model-store", str(store), "--batch-size", "2", "--encoder-preset",
+               "veryfast", cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert (store / "vsyn.mar").is_file()
+    with zipfile.ZipFile(store / "vsyn.mar") as z:  # the worker started below reads this preset
+        assert yaml.safe_load(z.read("model-config.yaml"))["handler"]["encoder_preset"] == "veryfast"
 
     ports = free_ports(5)
     start = ["serve", "start", "--model-store", str(store), "--run-dir", str(run), "--port", str(ports[0]),

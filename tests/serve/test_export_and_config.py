@@ -15,7 +15,8 @@ from vsyn.inference import load_generator
 
 
 def test_export_builds_a_self_contained_mar(checkpoint, tmp_path) -> None:
-    mar = export(checkpoint, tmp_path, name="sky", version="2.1", options=ServingOptions(batch_size=4, device="cpu"))
+    options = ServingOptions(batch_size=4, device="cpu", encoder_preset="veryfast")
+    mar = export(checkpoint, tmp_path, name="sky", version="2.1", options=options)
     assert mar == tmp_path / "sky.mar"
     with zipfile.ZipFile(mar) as z:
         names = set(z.namelist())
@@ -28,6 +29,7 @@ def test_export_builds_a_self_contained_mar(checkpoint, tmp_path) -> None:
     assert manifest["model"]["handler"] == "handler.py"
     assert model_config["batchSize"] == 4 and model_config["deviceType"] == "cpu"
     assert model_config["handler"]["max_image_pixels"] == 25_000_000
+    assert model_config["handler"]["encoder_preset"] == "veryfast"
     # The unpacked archive is a snapshot: the handler loads it with vsyn's own loader.
     generator, cfg = load_generator(tmp_path / "unpacked")
     assert cfg.name == "tiny-cpu"
@@ -43,6 +45,8 @@ def test_export_refuses_to_overwrite_and_bad_options(checkpoint, tmp_path) -> No
         export(checkpoint, tmp_path, force=True, options=ServingOptions(device="tpu"))
     with pytest.raises(VsynError, match="does not exist"):
         export(tmp_path / "missing", tmp_path, force=True)
+    with pytest.raises(VsynError, match="unknown x264 preset 'quick'.*ultrafast"):  # checked before any loading
+        export(tmp_path / "missing", tmp_path, force=True, options=ServingOptions(encoder_preset="quick"))
 
 
 def test_properties_are_safe_by_default(tmp_path) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from serve_helpers import encode_image, landscape
 
 import serve.handler
 from serve.handler import VsynHandler
+from vsyn.errors import VsynError
 from vsyn.video import decode_video
 
 
@@ -85,3 +87,22 @@ def test_limits_come_from_model_config(handler) -> None:
     ctx = FakeContext(".", [headers])
     out = handler.handle([data], ctx)
     assert ctx.status == {0: 400} and "2..16" in json.loads(out[0])["message"]
+
+
+def test_encoder_preset_comes_from_model_config(handler, checkpoint) -> None:
+    fast = VsynHandler()
+    fast.initialize(FakeContext(checkpoint, handler_options={"precision": "fp32", "encoder_preset": "ultrafast"}))
+    assert (handler.encoder_preset, fast.encoder_preset) == ("medium", "ultrafast")
+    outs = []
+    for h in (handler, fast):  # same fp32 generator, same seed: the frames are equal, only the encoder differs
+        data, headers = request(6, seed=3)
+        ctx = FakeContext(".", [headers])
+        outs.append(h.handle([data], ctx)[0])
+        assert ctx.status == {}
+    assert outs[0] != outs[1]
+    assert b"subme=7" in outs[0] and b"subme=0" in outs[1]  # x264's own record of the preset it ran
+    medium, ultrafast = decode_video(outs[0]), decode_video(outs[1])
+    assert medium.shape == ultrafast.shape and medium.shape[0] == 6
+    assert np.abs(medium.astype(int) - ultrafast).mean() < 3  # both close to the same frames (CRF 17)
+    with pytest.raises(VsynError, match="unknown x264 preset 'quick'"):
+        VsynHandler().initialize(FakeContext(checkpoint, handler_options={"encoder_preset": "quick"}))
