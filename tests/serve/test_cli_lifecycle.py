@@ -41,6 +41,7 @@ def test_export_start_status_stop(checkpoint, tmp_path) -> None:
         assert out.returncode == 0, out.stderr + out.stdout
         assert (run / "key_file.json").is_file() and (run / "config.properties").is_file()
         assert (run / "logs" / "ts_log.log").is_file()
+        assert "x264 preset veryfast" in (run / "logs" / "model_log.log").read_text()  # the worker's start-up line
         assert not (tmp_path / "logs").exists()  # logs in the run dir, not the cwd
         again = vsyn(*start, cwd=tmp_path)
         assert again.returncode == 2 and "already runs" in again.stderr
