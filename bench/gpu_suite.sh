@@ -6,6 +6,9 @@
 #                               # GPU 2); single-GPU step benchmarks on GPUs 0 and 1
 #   bash bench/gpu_suite.sh s   # one GPU: penalty precision vs float64, then the critic-step levers (penalty under
 #                               # autocast, channels_last_3d, regional compile) row by row, with one profile each
+#   bash bench/gpu_suite.sh g   # 4-GPU host, third session: the CUDA-graph tests, then eager vs graphed steps
+#                               # (64 px on GPU 0, 128 px on GPU 1, 128 px compiled on GPU 2), all at once
+#   bash bench/gpu_suite.sh w   # 1/2/4-GPU weak scaling, DDP and ZeRO-2 (nothing else on the host)
 #   bash bench/gpu_suite.sh b   # 1/2/4-GPU weak scaling (DDP, ZeRO-2) once the runs end; motion benchmark;
 #                               # copy logs, loss curves and sample grids to $OUT
 #
@@ -22,6 +25,14 @@ if [ -d .whl ] && [ ! -d /tmp/site/pydantic ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
 export PYTHONPATH=/tmp/site:$PWD
+if [ ! -d /tmp/site/vsyn_checkout-0.dist-info ]; then  # the project's entry points (vsyn shards ...) without installing it
+  mkdir -p /tmp/site/vsyn_checkout-0.dist-info
+  printf 'Metadata-Version: 2.1\nName: vsyn-checkout\nVersion: 0\n' > /tmp/site/vsyn_checkout-0.dist-info/METADATA
+  python3 -c 'import tomllib; eps = tomllib.load(open("pyproject.toml", "rb"))["project"]["entry-points"]
+for group, items in eps.items():
+    print(f"[{group}]"); [print(f"{k} = {v}") for k, v in items.items()]' \
+    > /tmp/site/vsyn_checkout-0.dist-info/entry_points.txt
+fi
 shards() {  # `vsyn shards ...` without an installed entry point
   python3 -c 'import argparse, sys
 from shards.cli import register
@@ -82,6 +93,46 @@ if [ "$phase" = s ]; then
     --mode eager --cycles 10 --warmup 3 --profile "$OUT/prof" 2>&1 | q; keep
   timeout "$(left)" python3 bench/train.py --configs bair64 --precision bf16+penalty --layout cl --mode compiled \
     --cycles 10 --warmup 3 2>&1 | q; keep
+fi
+
+if [ "$phase" = g ]; then
+  t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-530}))
+  left() { echo $((deadline - $(date +%s))); }
+  keep() { cp bench/RESULTS.md "$OUT"/; }
+  q() { grep -E "^\||rror|Traceback|warm-up|passed|failed|Self CUDA time"; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  shards pack procedural "$W/p128" --clips 512 --size 128 --frames 25 --workers 16 --seed 0 | tail -1
+  CUDA_VISIBLE_DEVICES=0 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/nn/test_graphs.py \
+    tests/train/test_gan_loop.py -k "graph" 2>&1 | tail -15
+  (export CUDA_VISIBLE_DEVICES=0
+   timeout "$(left)" python3 bench/train.py --configs bair64 --precision fp32,bf16,bf16+penalty --layout cl \
+     --mode eager,graphed --cycles 20 --warmup 3 --profile "$OUT/prof" 2>&1 | q > "$W/g0.log"
+   timeout "$(left)" python3 bench/train.py --configs bair64 --precision fp32 --layout nchw \
+     --mode graphed --cycles 20 --warmup 3 2>&1 | q >> "$W/g0.log") &
+  (export CUDA_VISIBLE_DEVICES=1
+   timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16+penalty,bf16 --layout cl \
+     --mode eager,graphed --data on-device --cycles 8 --warmup 3 --profile "$OUT/prof" 2>&1 | q > "$W/g1.log"
+   timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl \
+     --mode graphed --data shards --shards "$W/p128" --workers 8 --cycles 8 --warmup 3 2>&1 | q >> "$W/g1.log") &
+  (export CUDA_VISIBLE_DEVICES=2
+   timeout "$(left)" python3 bench/train.py --configs sky128,bair64 --precision bf16+penalty --layout cl \
+     --mode compiled --cycles 8 --warmup 3 2>&1 | q > "$W/g2.log") &
+  wait
+  for f in "$W"/g0.log "$W"/g1.log "$W"/g2.log; do echo "== $f"; cat "$f"; done
+  cp "$W"/g*.log "$OUT"/; keep
+fi
+
+if [ "$phase" = w ]; then
+  t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-540}))
+  left() { echo $((deadline - $(date +%s))); }
+  for dist in ddp deepspeed; do
+    for n in 1 2 4; do
+      CUDA_VISIBLE_DEVICES=0,1,2,3 timeout "$(left)" torchrun --standalone --nproc_per_node "$n" bench/train.py \
+        --configs bair64 --precision bf16 --layout cl --mode eager --cycles 20 --warmup 3 --distributed "$dist" \
+        --batch $((8 * n)) 2>&1 | grep -E "^\||rror|Traceback" | tail -3
+      cp bench/RESULTS.md "$OUT"/
+    done
+  done
 fi
 
 if [ "$phase" = b ]; then

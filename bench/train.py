@@ -11,7 +11,7 @@ backward), MFU is against a bf16 matmul peak measured on this device at start-up
   bair64  the original's 64 px setup: G ch 16, D_S ch 32, D_T ch 32, 25 frames, batch 8, WGAN-GP
   tiny    32 px, ch 4, 9 frames, batch 4: a CPU smoke test of this script
 
-  python bench/train.py                                   # sky128+bair64 x fp32+bf16 x eager+compiled
+  python bench/train.py                                   # sky128+bair64 x precisions x eager/compiled/graphed
   python bench/train.py --configs bair64 --precision bf16 --mode compiled --cycles 20
   python bench/train.py --configs tiny --cycles 2 --warmup 1 --no-record   # CPU
 
@@ -21,6 +21,7 @@ The table is printed and appended with machine, commit and command to bench/RESU
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import os
 import shlex
@@ -41,7 +42,7 @@ from vsyn.config import Config, load_config  # noqa: E402
 from vsyn.train.loss import VideoGANLoss  # noqa: E402
 from vsyn.train.randomness import StepRandom  # noqa: E402
 from vsyn.train.loop import setup  # noqa: E402
-from vsyn.train.runtime import frozen  # noqa: E402
+from vsyn.train.steps import TrainSteps  # noqa: E402
 
 CONFIGS = {
     "sky128": ("sky128", []),
@@ -170,7 +171,8 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
     preset, overrides = CONFIGS[name]
     train_precision, penalty_precision = PRECISIONS[precision]
     extra = [f"train.precision={train_precision}", f"loss.penalty_precision={penalty_precision}",
-             f"train.compile={mode == 'compiled'}", f"train.channels_last={LAYOUTS[layout]}",
+             f"train.compile={mode == 'compiled'}", f"train.cuda_graphs={mode == 'graphed'}",
+             f"train.channels_last={LAYOUTS[layout]}",
              f"train.distributed={args.distributed}"]
     if args.batch:
         extra.append(f"train.batch={args.batch}")
@@ -182,6 +184,7 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
     cfg = load_config(preset, [*overrides, *extra])
     t, m = cfg.train, cfg.model
     rt, ema, loss = build(cfg)
+    steps = TrainSteps(cfg, rt, loss)  # the loop's own steps: eager, or captured as CUDA graphs (mode graphed)
     device = rt.device
     rank, world = rt.rank, rt.world_size
     local = t.batch // world  # weak scaling: pass --batch = per-GPU batch x processes
@@ -204,7 +207,7 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
     nimg = 0
     d_timer, g_timer = Timer(device), Timer(device)
 
-    def cycle(timed: bool) -> None:
+    def cycle(timed: bool, steps: TrainSteps = steps) -> None:
         nonlocal step, nimg
         for i in range(t.n_critic + 1):
             real = batch()
@@ -212,13 +215,10 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
             timer = d_timer if i < t.n_critic else g_timer
             begin = timer.start()
             if i < t.n_critic:
-                d_loss, _ = loss.critic_step_loss(real, rnd, step)
-                rt.step_critics(d_loss)
+                steps.critic(real, rnd, step)
                 nimg += t.batch
             else:
-                with frozen(rt.raw_critics):
-                    g_loss, _ = loss.generator_step_loss(real, rnd)
-                    rt.step_generator(g_loss)
+                steps.generator(real, rnd)
                 ema.update(rt.raw_generator, nimg, t.n_critic * t.batch)
             if timed:
                 timer.stop(begin)
@@ -243,12 +243,12 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
     ms_d, ms_g = d_timer.mean_ms(), g_timer.mean_ms()
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
 
-    # FLOPs of one cycle, counted on an eager pass (compiled graphs hide their ops from the counter)
+    # FLOPs of one cycle, counted on an eager pass (compiled and CUDA graphs hide their ops from the counter)
     if mode == "compiled":
         torch._dynamo.config.disable = True
     counter = GlobalFlopCounter(display=False)
     with counter:
-        cycle(timed=False)
+        cycle(timed=False, steps=TrainSteps(cfg, rt, loss, mode="eager"))
     torch._dynamo.config.disable = False
     flops = counter.get_total_flops()
     cycle_s = elapsed / args.cycles
@@ -258,6 +258,10 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
     if stream:
         stream.close()
     rt.end()
+    del steps
+    gc.collect()  # the captured graphs (and their memory pools) go with their TrainSteps, which sits in cycles
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return Row(name, precision, layout, mode, data, world, clips_per_s, ms_g, ms_d, peak_gib,
                flops / 1e12, flops / cycle_s / (peak * 1e12))
 
@@ -290,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="fp32,bf16,bf16+penalty",
                    help="comma list of fp32, bf16 (penalties in fp32), bf16+penalty (penalties under autocast too)")
     p.add_argument("--layout", default="nchw", help="comma list of nchw, cl (channels_last / channels_last_3d)")
-    p.add_argument("--mode", default="eager,compiled", help="comma list of eager, compiled")
+    p.add_argument("--mode", default="eager,compiled,graphed",
+                   help="comma list of eager, compiled (regional torch.compile), graphed (each step a CUDA graph)")
     p.add_argument("--cycles", type=int, default=10, help="timed cycles (n_critic D steps + 1 G step each)")
     p.add_argument("--warmup", type=int, default=3, help="untimed cycles first (compilation, cudnn autotune)")
     p.add_argument("--batch", type=int, default=0, help="override the config's batch (default: its own, 8)")

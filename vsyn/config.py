@@ -89,6 +89,9 @@ class TrainConfig:
     # per-frame reshapes would copy, stays NCHW
     channels_last: bool = False
     compile: bool = False  # torch.compile each block (regional); the penalties' double backward stays eager
+    # capture each whole step (forward, penalty, backward, clip, Adam) as a CUDA graph and replay it: the 64 px step
+    # is launch-bound. One process, ddp runtime, CUDA only (vsyn.train.steps)
+    cuda_graphs: bool = False
     cudnn_benchmark: bool = True  # autotune conv algorithms on CUDA (fixed shapes): off for bit-exact GPU reruns
     distributed: str = "ddp"  # ddp | deepspeed
     zero_stage: int = 2

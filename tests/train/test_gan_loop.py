@@ -117,3 +117,69 @@ def test_penalty_under_autocast_stays_close_to_fp32_penalty(tmp_path, shards):
     fp32, autocast = read_losses(tmp_path / "fp32"), read_losses(tmp_path / "autocast")
     _close_losses(fp32, autocast, rtol=5e-2)
     assert fp32[0]["D/gp_temporal"] != autocast[0]["D/gp_temporal"]  # the option did change the penalty's numerics
+
+
+TIMING_KEYS = ("time", "sec_per_kimg", "clips_per_s")
+
+
+@pytest.mark.parametrize("kind", ["wgan-gp", "hinge"])
+def test_captured_step_plumbing_trains_bit_exactly_like_eager(tmp_path, shards, monkeypatch, kind):
+    """What a CUDA-graphed run adds around the step — static batch and draw buffers filled in the recorded order,
+    scalars packed into one output — run without the graph itself (TrainSteps mode "static"; capturing needs a GPU,
+    the test below does that): every scalar of every step equals eager's bit for bit. hinge with lazy R1 every 2nd
+    critic step exercises the two critic-step variants."""
+    from vsyn.train import loop
+    from vsyn.train.steps import WARMUP_STEPS, TrainSteps
+
+    extra = [f"loss.kind={kind}", "loss.r1_interval=2", "train.max_steps=15", "train.snapshot_kimg=0",
+             "train.cudnn_benchmark=false"]
+    assert run(_cfg(tmp_path / "eager", shards, *extra)) == EXIT_DONE
+    made: list[TrainSteps] = []
+
+    def static_steps(*args, **kwargs) -> TrainSteps:
+        made.append(TrainSteps(*args, mode="static", **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(loop, "TrainSteps", static_steps)
+    assert run(_cfg(tmp_path / "static", shards, *extra)) == EXIT_DONE
+    phases = made[0]._captured
+    assert {"critic", "generator"} <= set(phases) and (kind == "hinge") == ("critic+r1" in phases)
+    assert all(p.calls > WARMUP_STEPS and p.real is not None for p in phases.values())  # buffers really were used
+    eager, static = read_losses(tmp_path / "eager"), read_losses(tmp_path / "static")
+    if torch.cuda.is_available():  # GPU kernels (atomics in conv backward) need not repeat bit for bit
+        _close_losses(eager, static, rtol=1e-4)
+    else:
+        strip = lambda losses: {s: {k: v for k, v in r.items() if k not in TIMING_KEYS} for s, r in losses.items()}  # noqa: E731
+        assert strip(static) == strip(eager)
+
+
+def test_static_random_refuses_a_different_draw_order():
+    from vsyn.errors import VsynError
+    from vsyn.train.steps import _Draw, _StaticRandom
+
+    rnd = _StaticRandom([_Draw("uniform", (4,)), _Draw("frame_indices", (9, 4))], [torch.zeros(2, 4), torch.zeros(4)])
+    rnd.uniform(4)
+    with pytest.raises(VsynError, match="drew frame_indices"):
+        rnd.uniform(4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_cuda_graphs_without_cuda_is_one_clear_error(tmp_path, shards):
+    from vsyn.errors import VsynError
+
+    with pytest.raises(VsynError, match="needs a CUDA device"):
+        run(_cfg(tmp_path / "run", shards, "train.cuda_graphs=true", "train.max_steps=3"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device machine)")
+@pytest.mark.parametrize("kind,precision", [("wgan-gp", "fp32"), ("hinge", "fp32"), ("wgan-gp", "bf16")])
+def test_cuda_graph_steps_train_like_eager_on_gpu(tmp_path, shards, kind, precision):
+    """train.cuda_graphs=true captures each step (forward, penalty's double backward, clip, Adam) and replays it:
+    the losses of 15 steps (eager warm-up, capture, replays of every phase) follow the eager run's."""
+    extra = [f"loss.kind={kind}", "loss.r1_interval=2", f"train.precision={precision}", "train.max_steps=15",
+             "train.snapshot_kimg=0", "train.cudnn_benchmark=false"]
+    if precision == "bf16":
+        extra.append("loss.penalty_precision=autocast")
+    assert run(_cfg(tmp_path / "eager", shards, *extra)) == EXIT_DONE
+    assert run(_cfg(tmp_path / "graphs", shards, "train.cuda_graphs=true", *extra)) == EXIT_DONE
+    _close_losses(read_losses(tmp_path / "eager"), read_losses(tmp_path / "graphs"), rtol=1e-3)

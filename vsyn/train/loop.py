@@ -26,9 +26,10 @@ from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks
 from vsyn.train.logs import Progress, ScalarLog
 from vsyn.train.loss import VideoGANLoss
 from vsyn.train.randomness import StepRandom, step_seed
-from vsyn.train.runtime import Runtime, build_runtime, frozen
+from vsyn.train.runtime import Runtime, build_runtime, world_size_from_env
 from vsyn.train.samples import SampleSheet
 from vsyn.train.signals import PreemptionFlag
+from vsyn.train.steps import TrainSteps, check_cuda_graphs
 from vsyn.train.stream import ClipStream, LoaderFactory, collect_readers
 
 log = logging.getLogger("vsyn.train")
@@ -79,6 +80,8 @@ def setup(cfg: Config, log_dir: Path | None) -> tuple[Runtime, GeneratorEMA]:
     """Networks, EMA and optimizers, identical on every rank, wrapped for the runtime. Shared with bench/train.py so
     the benchmark measures exactly the step the trainer runs."""
     t = cfg.train
+    if t.cuda_graphs:  # before any work: Adam is built capturable below
+        check_cuda_graphs(cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"), world_size_from_env())
     torch.manual_seed(t.seed)
     generator, critics = build_generator(cfg.model), build_critics(cfg.model)
     ema = GeneratorEMA(generator, t.ema_halflife_kimg, t.ema_rampup)
@@ -89,8 +92,10 @@ def setup(cfg: Config, log_dir: Path | None) -> tuple[Runtime, GeneratorEMA]:
     # fused Adam: a few kernels per step instead of dozens (the GPU waits on launches at 64 px); DeepSpeed keeps
     # its own tested path
     fused = torch.cuda.is_available() and t.distributed == "ddp"
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas, fused=fused or None)
-    opt_d = torch.optim.Adam(critics.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas, fused=fused or None)
+    # capturable: step counts and bias corrections on the device, so a captured optimizer step replays correctly
+    adam = {"betas": cfg.optim.betas, "fused": fused or None, "capturable": t.cuda_graphs}
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, **adam)
+    opt_d = torch.optim.Adam(critics.parameters(), lr=cfg.optim.lr_d, **adam)
     if t.compile:  # in place, block by block: state_dict keys unchanged, compile time bounded by the block kinds
         compile_blocks(generator)
         compile_blocks(critics)
@@ -119,7 +124,7 @@ def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
 def _train(cfg: Config, rt: Runtime, ema: GeneratorEMA, factory: LoaderFactory, ckpt_root: Path) -> int:
     t = cfg.train
     run_dir = cfg.run_dir
-    loss = VideoGANLoss(cfg, rt)
+    steps = TrainSteps(cfg, rt, VideoGANLoss(cfg, rt))
     if rt.is_main:
         for d in (ckpt_root, run_dir / "logs", run_dir / "samples"):
             d.mkdir(parents=True, exist_ok=True)
@@ -156,20 +161,11 @@ def _train(cfg: Config, rt: Runtime, ema: GeneratorEMA, factory: LoaderFactory, 
                 prev_nimg = nimg
                 if step % cycle < t.n_critic:
                     # D phase: G runs without a graph; one scalar (real + fake + penalty), one backward.
-                    critic_step = (step // cycle) * t.n_critic + step % cycle
-                    d_loss, stats = loss.critic_step_loss(real, rnd, critic_step)
-                    norm = rt.step_critics(d_loss)
+                    stats = steps.critic(real, rnd, (step // cycle) * t.n_critic + step % cycle)
                     nimg += t.batch
-                    if norm is not None:
-                        stats["D/grad_norm"] = norm
                 else:
-                    # G phase: the critics are the raw module and frozen (no ZeRO hooks, no DDP reducer).
-                    with frozen(rt.raw_critics):
-                        g_loss, stats = loss.generator_step_loss(real, rnd)
-                        norm = rt.step_generator(g_loss)
+                    stats = steps.generator(real, rnd)
                     ema.update(rt.raw_generator, nimg, t.n_critic * t.batch)
-                    if norm is not None:
-                        stats["G/grad_norm"] = norm
                 scalars.add(step, nimg, stats)
                 step += 1
 
