@@ -122,6 +122,36 @@ if [ "$phase" = g ]; then
   cp "$W"/g*.log "$OUT"/; keep
 fi
 
+if [ "$phase" = h ]; then  # 2-GPU host: GPU 0 the training steps, GPU 1 the GPU tests then serving; then ZeRO-2
+  t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-540}))
+  left() { echo $((deadline - $(date +%s))); }
+  keep() { cp bench/RESULTS.md "$OUT"/; }
+  q() { grep -E "^\||rror|Traceback|warm-up|passed|failed"; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  (export CUDA_VISIBLE_DEVICES=0
+   timeout "$(left)" python3 bench/train.py --configs bair64 --precision fp32,bf16,bf16+penalty --layout cl \
+     --mode graphed,eager --cycles 20 --warmup 3 2>&1 | q > "$W/h0.log"; keep
+   timeout "$(($(left) - 100))" python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl \
+     --mode graphed --cycles 8 --warmup 3 --profile "$W/prof" 2>&1 | q >> "$W/h0.log"; keep
+   cp "$W"/prof/sky128*graphed.txt "$OUT"/ 2>/dev/null) &
+  (export CUDA_VISIBLE_DEVICES=1
+   timeout 150 python3 -m pytest -q -p no:cacheprovider tests/nn/test_graphs.py tests/train/test_gan_loop.py \
+     -k "graph or captured" 2>&1 | tail -4 > "$W/h1.log"
+   for pw in "veryfast 4" "ultrafast 8" "medium 4"; do
+     set -- $pw
+     timeout "$(($(left) - 100))" python3 bench/serve.py --direct --device cuda --batch-size 8 \
+       --max-batch-delay-ms 5 --workers "$2" --encoder-preset "$1" --concurrency 1 8 32 --requests 128 2>&1 \
+       | grep -E "^\||rror|Traceback" >> "$W/h1.log"; keep
+   done) &
+  wait
+  CUDA_VISIBLE_DEVICES=0,1 timeout "$(left)" python3 bench/train.py --configs bair64 --precision bf16 --layout nchw \
+    --mode eager --cycles 20 --warmup 3 --distributed deepspeed --batch 8 2>&1 | grep -E "^\||rror" | tail -1
+  CUDA_VISIBLE_DEVICES=0,1 timeout "$(left)" torchrun --standalone --nproc_per_node 2 bench/train.py --configs bair64 \
+    --precision bf16 --layout nchw --mode eager --cycles 20 --warmup 3 --distributed deepspeed --batch 16 2>&1 \
+    | grep -E "^\||rror" | tail -1
+  keep; cat "$W"/h0.log "$W"/h1.log; cp "$W"/h*.log "$OUT"/
+fi
+
 if [ "$phase" = w ]; then
   t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-540}))
   left() { echo $((deadline - $(date +%s))); }

@@ -171,15 +171,40 @@ def test_cuda_graphs_without_cuda_is_one_clear_error(tmp_path, shards):
         run(_cfg(tmp_path / "run", shards, "train.cuda_graphs=true", "train.max_steps=3"))
 
 
+def test_channels_last_with_deepspeed_is_one_clear_error(tmp_path, shards):
+    from vsyn.errors import VsynError
+
+    with pytest.raises(VsynError, match="contiguous weights"):
+        run(_cfg(tmp_path / "run", shards, "train.channels_last=true", "train.distributed=deepspeed"))
+
+
+def _max_rel_diff(a: dict, b: dict) -> float:
+    """Largest |a − b| over the steps, relative to the scalar's own scale (its largest |a| over the steps)."""
+    keys = {k for r in a.values() for k in r} - {"kimg", *TIMING_KEYS}
+    return max(max(abs(a[s][k] - b[s][k]) for s in a if k in a[s]) / max(max(abs(a[s][k]) for s in a if k in a[s]),
+                                                                        1e-8) for k in keys)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device machine)")
 @pytest.mark.parametrize("kind,precision", [("wgan-gp", "fp32"), ("hinge", "fp32"), ("wgan-gp", "bf16")])
 def test_cuda_graph_steps_train_like_eager_on_gpu(tmp_path, shards, kind, precision):
-    """train.cuda_graphs=true captures each step (forward, penalty's double backward, clip, Adam) and replays it:
-    the losses of 15 steps (eager warm-up, capture, replays of every phase) follow the eager run's."""
+    """train.cuda_graphs=true captures each step (forward, penalty's double backward, clip, Adam) and replays it.
+
+    With both learning rates 0 the weights stay put, so every step's scalars depend only on that step's batch and
+    draws: replays must match eager closely (wrong inputs or a stale buffer would not). With the real learning
+    rates, Adam's first steps move every weight by about ±lr whatever the size of its gradient, so rounding-level
+    differences (the graph's kernels need not be eager's) grow over the steps: graphed and eager stay within 2%,
+    while the weight updates the graph replays change the scalars by far more than that.
+    """
     extra = [f"loss.kind={kind}", "loss.r1_interval=2", f"train.precision={precision}", "train.max_steps=15",
              "train.snapshot_kimg=0", "train.cudnn_benchmark=false"]
     if precision == "bf16":
         extra.append("loss.penalty_precision=autocast")
-    assert run(_cfg(tmp_path / "eager", shards, *extra)) == EXIT_DONE
-    assert run(_cfg(tmp_path / "graphs", shards, "train.cuda_graphs=true", *extra)) == EXIT_DONE
-    _close_losses(read_losses(tmp_path / "eager"), read_losses(tmp_path / "graphs"), rtol=1e-3)
+    frozen = ["optim.lr_g=0", "optim.lr_d=0"]
+    for name, more in (("eager0", frozen), ("graphs0", [*frozen, "train.cuda_graphs=true"]), ("eager", []),
+                       ("graphs", ["train.cuda_graphs=true"])):
+        assert run(_cfg(tmp_path / name, shards, *extra, *more)) == EXIT_DONE
+    losses = {name: read_losses(tmp_path / name) for name in ("eager0", "graphs0", "eager", "graphs")}
+    _close_losses(losses["eager0"], losses["graphs0"], rtol=1e-3)
+    assert _max_rel_diff(losses["eager"], losses["graphs"]) < 2e-2
+    assert _max_rel_diff(losses["graphs0"], losses["graphs"]) > 0.1  # the replayed optimizer steps do train

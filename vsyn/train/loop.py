@@ -80,6 +80,10 @@ def setup(cfg: Config, log_dir: Path | None) -> tuple[Runtime, GeneratorEMA]:
     """Networks, EMA and optimizers, identical on every rank, wrapped for the runtime. Shared with bench/train.py so
     the benchmark measures exactly the step the trainer runs."""
     t = cfg.train
+    if t.channels_last and t.distributed == "deepspeed":
+        # DeepSpeed broadcasts and flattens parameters through byte views, which need contiguous (NCHW) weights
+        raise VsynError("train.channels_last=true does not work with train.distributed=deepspeed (DeepSpeed needs "
+                        "contiguous weights); use one or the other")
     if t.cuda_graphs:  # before any work: Adam is built capturable below
         check_cuda_graphs(cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"), world_size_from_env())
     torch.manual_seed(t.seed)
