@@ -356,7 +356,8 @@ def table(rows: list[dict[str, float]]) -> str:
 def handler_options(args: argparse.Namespace) -> dict[str, Any]:
     """The model-config handler section that direct mode hands its workers (HTTP mode exports the same values)."""
     return {"precision": args.precision, "cuda_graphs": args.cuda_graphs == "on",
-            "encoder_preset": args.encoder_preset, "encode_threads": args.encode_threads}  # fmt: skip
+            "encoder_preset": args.encoder_preset, "encode_threads": args.encode_threads,
+            "torch_threads": args.torch_threads}  # fmt: skip
 
 
 Target = tuple[Callable[[bytes, int], int], Callable[[], Any], str]  # (send, stop, mode line)
@@ -398,7 +399,7 @@ def http_target(args: argparse.Namespace, tmp_path: Path) -> Target:
     options = ServingOptions(batch_size=args.batch_size, max_batch_delay_ms=args.max_batch_delay_ms,
                              min_workers=args.workers, max_workers=args.workers, precision=args.precision,
                              cuda_graphs=args.cuda_graphs == "on", encoder_preset=args.encoder_preset,
-                             encode_threads=args.encode_threads)  # fmt: skip
+                             encode_threads=args.encode_threads, torch_threads=args.torch_threads)  # fmt: skip
     store = tmp_path / "store"
     export(make_snapshot(tmp_path, args.preset), store, options=options)
     ports = server.free_ports(5)
@@ -416,7 +417,8 @@ def serving_options(args: argparse.Namespace) -> str:
         return "serving options as exported in that server's .mar"
     threads = args.encode_threads or "default (min(8, CPU count))"
     return (f"batch size {args.batch_size}, max batch delay {args.max_batch_delay_ms} ms, precision {args.precision}, "
-            f"CUDA graphs {args.cuda_graphs}, x264 preset {args.encoder_preset}, encode threads {threads}")  # fmt: skip
+            f"CUDA graphs {args.cuda_graphs}, x264 preset {args.encoder_preset}, encode threads {threads}, "
+            f"torch threads {args.torch_threads or 'default (1 on GPU)'}")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -439,6 +441,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="handler precision")
     p.add_argument("--cuda-graphs", default="on", choices=("on", "off"), help="GPU: replay CUDA graphs (vsyn.graphs)")
     p.add_argument("--encoder-preset", default="medium", choices=X264_PRESETS, help="x264 preset for mp4")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch CPU threads per worker (0: handler default, 1 on GPU, torch's own on CPU)")
     p.add_argument("--encode-threads", type=int, default=0, help="videos encoded in parallel per worker (0: handler "
                    "default, min(8, CPU count))")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")

@@ -40,6 +40,9 @@ class ServingOptions:
     precision: str = "auto"  # auto (bf16 where the device runs it fast) | fp32 | bf16
     cuda_graphs: bool = True  # on a GPU, replay captured CUDA graphs of the generator (vsyn.graphs)
     encoder_preset: str = "medium"  # x264 preset for mp4 (ultrafast .. veryslow): faster = bigger files, less CPU
+    # torch's CPU threads per worker; 0 = auto: 1 on a GPU (the model runs there; a full intra-op pool per worker
+    # only fights the encoders and the other workers for cores), torch's default on CPU
+    torch_threads: int = 0
 
     def to_yaml(self) -> str:
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -49,6 +52,8 @@ class ServingOptions:
         if self.batch_size < 1 or self.max_batch_delay_ms < 0 or not 1 <= self.min_workers <= self.max_workers:
             raise VsynError("need batch_size >= 1, max_batch_delay_ms >= 0 and 1 <= min_workers <= max_workers")
         x264_preset(self.encoder_preset)  # a typo fails the export, not every worker at start-up
+        if self.torch_threads < 0 or self.encode_threads < 0:
+            raise VsynError("torch_threads and encode_threads must be >= 0 (0: automatic)")
         data = {
             "batchSize": self.batch_size,
             "maxBatchDelay": self.max_batch_delay_ms,
@@ -61,6 +66,7 @@ class ServingOptions:
                 "precision": self.precision,
                 "cuda_graphs": self.cuda_graphs,
                 "encoder_preset": self.encoder_preset,
+                "torch_threads": self.torch_threads,
             },
         }
         if self.device != "auto":

@@ -49,9 +49,14 @@ class VsynHandler:
         gpu_id = props.get("gpu_id")
         use_gpu = torch.cuda.is_available() and gpu_id is not None
         device = self.device = torch.device(f"cuda:{gpu_id}" if use_gpu else "cpu")
+        options = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
+        # On a GPU one CPU thread suffices for torch: N workers x a full intra-op pool oversubscribed the host's
+        # cores and starved the encoders (load average 5x the core count with 8 workers).
+        torch_threads = int(options.get("torch_threads", 0)) or (1 if use_gpu else 0)
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
         self.generator, cfg = load_generator(Path(props["model_dir"]), ema=True, device=device)
         self.resolution, self.default_frames = cfg.model.resolution, cfg.model.frames
-        options = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
         self.limits = Limits.from_mapping(options)
         # Encoders are single-threaded (deterministic bytes) and release the GIL: encode a batch's videos in parallel.
         threads = int(options.get("encode_threads", 0)) or min(8, os.cpu_count() or 1)

@@ -15,7 +15,7 @@ from vsyn.inference import load_generator
 
 
 def test_export_builds_a_self_contained_mar(checkpoint, tmp_path) -> None:
-    options = ServingOptions(batch_size=4, device="cpu", encoder_preset="veryfast")
+    options = ServingOptions(batch_size=4, device="cpu", encoder_preset="veryfast", torch_threads=2)
     mar = export(checkpoint, tmp_path, name="sky", version="2.1", options=options)
     assert mar == tmp_path / "sky.mar"
     with zipfile.ZipFile(mar) as z:
@@ -30,6 +30,7 @@ def test_export_builds_a_self_contained_mar(checkpoint, tmp_path) -> None:
     assert model_config["batchSize"] == 4 and model_config["deviceType"] == "cpu"
     assert model_config["handler"]["max_image_pixels"] == 25_000_000
     assert model_config["handler"]["encoder_preset"] == "veryfast"
+    assert model_config["handler"]["torch_threads"] == 2
     # The unpacked archive is a snapshot: the handler loads it with vsyn's own loader.
     generator, cfg = load_generator(tmp_path / "unpacked")
     assert cfg.name == "tiny-cpu"
@@ -47,6 +48,8 @@ def test_export_refuses_to_overwrite_and_bad_options(checkpoint, tmp_path) -> No
         export(tmp_path / "missing", tmp_path, force=True)
     with pytest.raises(VsynError, match="unknown x264 preset 'quick'.*ultrafast"):  # checked before any loading
         export(tmp_path / "missing", tmp_path, force=True, options=ServingOptions(encoder_preset="quick"))
+    with pytest.raises(VsynError, match="torch_threads"):
+        export(tmp_path / "missing", tmp_path, force=True, options=ServingOptions(torch_threads=-1))
 
 
 def test_properties_are_safe_by_default(tmp_path) -> None:

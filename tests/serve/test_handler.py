@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 from serve_helpers import encode_image, landscape
 
@@ -106,3 +107,14 @@ def test_encoder_preset_comes_from_model_config(handler, checkpoint) -> None:
     assert np.abs(medium.astype(int) - ultrafast).mean() < 3  # both close to the same frames (CRF 17)
     with pytest.raises(VsynError, match="unknown x264 preset 'quick'"):
         VsynHandler().initialize(FakeContext(checkpoint, handler_options={"encoder_preset": "quick"}))
+
+
+def test_torch_threads_come_from_model_config(checkpoint) -> None:
+    """torch_threads sets the worker's intra-op pool (on a GPU the default is 1: the model runs there)."""
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1  # differs from what the process had
+    try:
+        VsynHandler().initialize(FakeContext(checkpoint, handler_options={"precision": "fp32", "torch_threads": wanted}))
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)

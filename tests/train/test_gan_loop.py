@@ -122,6 +122,7 @@ def test_penalty_under_autocast_stays_close_to_fp32_penalty(tmp_path, shards):
 TIMING_KEYS = ("time", "sec_per_kimg", "clips_per_s")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bit-exact on CPU only; on a GPU the test below captures for real")
 @pytest.mark.parametrize("kind", ["wgan-gp", "hinge"])
 def test_captured_step_plumbing_trains_bit_exactly_like_eager(tmp_path, shards, monkeypatch, kind):
     """What a CUDA-graphed run adds around the step — static batch and draw buffers filled in the recorded order,
@@ -146,11 +147,8 @@ def test_captured_step_plumbing_trains_bit_exactly_like_eager(tmp_path, shards, 
     assert {"critic", "generator"} <= set(phases) and (kind == "hinge") == ("critic+r1" in phases)
     assert all(p.calls > WARMUP_STEPS and p.real is not None for p in phases.values())  # buffers really were used
     eager, static = read_losses(tmp_path / "eager"), read_losses(tmp_path / "static")
-    if torch.cuda.is_available():  # GPU kernels (atomics in conv backward) need not repeat bit for bit
-        _close_losses(eager, static, rtol=1e-4)
-    else:
-        strip = lambda losses: {s: {k: v for k, v in r.items() if k not in TIMING_KEYS} for s, r in losses.items()}  # noqa: E731
-        assert strip(static) == strip(eager)
+    strip = lambda losses: {s: {k: v for k, v in r.items() if k not in TIMING_KEYS} for s, r in losses.items()}  # noqa: E731
+    assert strip(static) == strip(eager)
 
 
 def test_static_random_refuses_a_different_draw_order():
@@ -206,5 +204,5 @@ def test_cuda_graph_steps_train_like_eager_on_gpu(tmp_path, shards, kind, precis
         assert run(_cfg(tmp_path / name, shards, *extra, *more)) == EXIT_DONE
     losses = {name: read_losses(tmp_path / name) for name in ("eager0", "graphs0", "eager", "graphs")}
     _close_losses(losses["eager0"], losses["graphs0"], rtol=1e-3)
-    assert _max_rel_diff(losses["eager"], losses["graphs"]) < 2e-2
-    assert _max_rel_diff(losses["graphs0"], losses["graphs"]) > 0.1  # the replayed optimizer steps do train
+    drift, trained = _max_rel_diff(losses["eager"], losses["graphs"]), _max_rel_diff(losses["graphs0"], losses["graphs"])
+    assert drift < 2e-2 and trained > 5 * drift, (drift, trained)  # the replayed optimizer steps do train
