@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from record import RESULTS, append_report, commit, machine  # noqa: E402  (bench/record.py)
 from vsyn.config import Config, load_config  # noqa: E402
+from vsyn.errors import VsynError  # noqa: E402
 from vsyn.train.loss import VideoGANLoss  # noqa: E402
 from vsyn.train.randomness import StepRandom  # noqa: E402
 from vsyn.train.loop import setup  # noqa: E402
@@ -325,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         except torch.cuda.OutOfMemoryError as exc:
             print(f"{name} {precision} {layout} {mode} {data}: out of memory ({exc})", flush=True)
             torch.cuda.empty_cache()
+            continue
+        except VsynError as exc:  # a combination this machine cannot run (graphed on CPU, cl with DeepSpeed)
+            print(f"{name} {precision} {layout} {mode} {data}: skipped ({exc})", flush=True)
             continue
         rows.append(row)
         if is_main:
