@@ -11,6 +11,7 @@ import torch
 from trainkit import TINY, read_losses
 from vsyn.config import load_config
 from vsyn.train import EXIT_DONE, run
+from vsyn.train.randomness import StepRandom
 
 
 # The subprocess tests run with OMP_NUM_THREADS=1; these in-process ones match them (tests/conftest.py: one_thread).
@@ -208,3 +209,20 @@ def test_cuda_graph_steps_train_like_eager_on_gpu(tmp_path, shards, kind, precis
     _close_losses(losses["eager0"], losses["graphs0"], rtol=1e-3)
     drift, trained = _max_rel_diff(losses["eager"], losses["graphs"]), _max_rel_diff(losses["graphs0"], losses["graphs"])
     assert drift < 5e-2 and trained > 20 * drift, (drift, trained)  # the replayed optimizer steps do train
+
+
+def test_captured_step_refuses_a_batch_of_another_shape():
+    """Static buffers hold one batch shape; a different one is a clear error, not a silent broadcast."""
+    from vsyn.errors import VsynError
+    from vsyn.train.steps import CapturedStep
+
+    def step(real, rnd):
+        return {"mean": (real * rnd.uniform(1)[:, :, None]).mean()}
+
+    captured = CapturedStep(step, torch.device("cpu"), capture=False, warmup=1)
+    rnd = lambda s: StepRandom(0, s, rank=0, world=1, local_batch=2, device=torch.device("cpu"))  # noqa: E731
+    first = captured(torch.ones(2, 3), rnd(0))["mean"]  # eager, records the draw
+    replayed = captured(torch.ones(2, 3), rnd(0))["mean"]  # through the buffers: same step, same value
+    assert replayed == first
+    with pytest.raises(VsynError, match="one shape"):
+        captured(torch.ones(4, 3), rnd(1))

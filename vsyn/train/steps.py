@@ -121,6 +121,7 @@ class CapturedStep:
         self.fn, self.device, self.capture, self.warmup = fn, device, capture, warmup
         self.calls = 0
         self.draws: list[_Draw] = []
+        self._shapes: list[tuple[torch.Size, torch.dtype] | None] = []  # of the recorded draws (None: no tensor)
         self.real: Tensor | None = None
         self.buffers: list[Tensor | None] = []
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -169,6 +170,9 @@ class CapturedStep:
 
     def _fill(self, real: Tensor, rnd: StepRandom) -> None:
         """This step's batch and draws into the static buffers (same draw order as recorded)."""
+        if real.shape != self.real.shape:
+            raise VsynError(f"a captured step needs batches of one shape: {tuple(self.real.shape)}, "
+                            f"got {tuple(real.shape)}")
         self.real.copy_(real, non_blocking=True)
         for draw, buf in zip(self.draws, self.buffers):
             value = getattr(rnd, draw.method)(*draw.args)
