@@ -9,6 +9,9 @@
 #   bash bench/gpu_suite.sh g   # 4-GPU host, third session: the CUDA-graph tests, then eager vs graphed steps
 #                               # (64 px on GPU 0, 128 px on GPU 1, 128 px compiled on GPU 2), all at once
 #   bash bench/gpu_suite.sh w   # 1/2/4-GPU weak scaling, DDP and ZeRO-2 (nothing else on the host)
+#   bash bench/gpu_suite.sh n   # one H100, what is still unmeasured there: GPU tests, graphed 64/128 px steps,
+#                               # multi-worker serving (one after another, nothing else on the host)
+#   bash bench/gpu_suite.sh z   # 4-GPU host: weak scaling, DDP channels_last and ZeRO-2 NCHW (ZeRO refuses cl)
 #   bash bench/gpu_suite.sh b   # 1/2/4-GPU weak scaling (DDP, ZeRO-2) once the runs end; motion benchmark;
 #                               # copy logs, loss curves and sample grids to $OUT
 #
@@ -150,6 +153,35 @@ if [ "$phase" = h ]; then  # 2-GPU host: GPU 0 the training steps, GPU 1 the GPU
     --precision bf16 --layout nchw --mode eager --cycles 20 --warmup 3 --distributed deepspeed --batch 16 2>&1 \
     | grep -E "^\||rror" | tail -1
   keep; cat "$W"/h0.log "$W"/h1.log; cp "$W"/h*.log "$OUT"/
+fi
+
+if [ "$phase" = n ]; then
+  t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-540}))
+  left() { echo $((deadline - $(date +%s))); }
+  keep() { cp bench/RESULTS.md "$OUT"/; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/nn/test_graphs.py tests/train/test_gan_loop.py \
+    -k "graph" --tb=line 2>&1 | grep -E "Error|passed|failed" | head -8
+  timeout "$(($(left) - 330))" python3 bench/train.py --configs bair64 --precision fp32,bf16+penalty --layout cl \
+    --mode eager,graphed --cycles 20 --warmup 3 2>&1 | grep -E "^\||rror"; keep
+  timeout 40 python3 bench/serve.py --direct --device cuda --batch-size 8 --max-batch-delay-ms 5 --workers 4 \
+    --encoder-preset veryfast --concurrency 1 8 32 --requests 128 2>&1 | grep -E "^\||rror"; keep
+  timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl --mode graphed \
+    --cycles 8 --warmup 3 2>&1 | grep -E "^\||rror"; keep
+fi
+
+if [ "$phase" = z ]; then
+  t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-560}))
+  left() { echo $((deadline - $(date +%s))); }
+  for dl in "ddp cl" "deepspeed nchw"; do
+    set -- $dl
+    for n in 1 2 4; do
+      CUDA_VISIBLE_DEVICES=0,1,2,3 timeout "$(left)" torchrun --standalone --nproc_per_node "$n" bench/train.py \
+        --configs bair64 --precision bf16 --layout "$2" --mode eager --cycles 15 --warmup 2 --distributed "$1" \
+        --batch $((8 * n)) 2>&1 | grep -E "^\||rror|Traceback" | tail -2
+      cp bench/RESULTS.md "$OUT"/
+    done
+  done
 fi
 
 if [ "$phase" = w ]; then
