@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from record import RESULTS, append_report, commit, machine  # bench/record.py
+from record import RESULTS, append_report, provenance  # bench/record.py
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
@@ -97,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## bench/encode.py: x264 presets, {args.size} px x {args.frames} frames mp4 (CRF 17, 1 thread) — "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {machine()}",
-        f"- load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} (shared machines: read "
-        f"CPU figures with this in mind)",
-        f"- commit: {commit()}",
-        f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
+        *provenance(load_before),
         f"- clip: textured landscape panning 1 px a frame + Gaussian noise (sigma 3); one `encode_video` call per "
         f"video (RGB -> YUV, x264, mp4 mux), {args.repeats} timed repeats per preset, round-robin; bytes were "
         f"identical across repeats for every preset; PSNR of the decoded video against the input",

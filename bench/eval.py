@@ -15,7 +15,6 @@ The table is printed and appended with machine, commit and command to bench/RESU
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from record import RESULTS, append_report, commit, machine  # noqa: E402  (bench/record.py)
+from record import RESULTS, append_report, provenance  # noqa: E402  (bench/record.py)
 from vsyn.metrics.fvd import video_features  # noqa: E402
 from vsyn.metrics.i3d import I3D  # noqa: E402
 from vsyn.metrics.protocol import standard_protocol  # noqa: E402
@@ -101,9 +100,7 @@ def main() -> int:
         f"## bench/eval.py: FVD features, I3D (random init), {n} clips x 16 frames, {args.size} px -> 224 — "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {machine()}",
-        f"- commit: {commit()}",
-        f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
+        *provenance(),
         f"- device {device}; clips resident on the device; timed: resize + range + I3D + host copy{peak}; "
         f"cudnn.benchmark={args.cudnn_benchmark}",
         "",

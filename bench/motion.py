@@ -13,7 +13,6 @@ The table is printed and appended with machine, commit and command to bench/RESU
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from record import RESULTS, append_report, commit, machine  # noqa: E402  (bench/record.py)
+from record import RESULTS, append_report, provenance  # noqa: E402  (bench/record.py)
 
 from vsyn.metrics.motion import ESTIMATOR, benchmark, format_table  # noqa: E402
 from vsyn.metrics.utils import copy_first_frame  # noqa: E402
@@ -81,9 +80,7 @@ def main() -> int:
         f"## bench/motion.py: ground-truth motion benchmark, {first['clips']} clips x {args.frames} frames, "
         f"{args.size} px — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {machine()}",
-        f"- commit: {commit()}",
-        f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
+        *provenance(),
         f"- data: {args.data}; flow estimator: {ESTIMATOR}; EPE over the moving region (4 px border excluded); "
         "leak = mean |x_t - x_(t-1)|, drift = mean |x_t - x_0| over static pixels, 8-bit levels",
         "",

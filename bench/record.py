@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -44,6 +46,15 @@ def commit() -> str:
     except OSError:
         return "unknown"
     return rev.strip() + (" (uncommitted changes)" if dirty.strip() else "") if rev.strip() else "unknown"
+
+
+def provenance(load_before: float | None = None) -> list[str]:
+    """A report's machine, load (when `load_before` was read at start), commit and command lines."""
+    lines = [f"- machine: {machine()}"]
+    if load_before is not None:
+        lines.append(f"- load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} (shared "
+                     "machines: read CPU figures with this in mind)")
+    return [*lines, f"- commit: {commit()}", f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`"]
 
 
 def append_report(report: str) -> Path:

@@ -25,7 +25,6 @@ import itertools
 import multiprocessing as mp
 import os
 import queue
-import shlex
 import sys
 import tempfile
 import threading
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from record import RESULTS, append_report, commit, machine  # bench/record.py
+from record import RESULTS, append_report, provenance  # bench/record.py
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -474,11 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## bench/serve.py: {args.preset} (random init), {args.frames} frames, {args.format} — "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {machine()}",
-        f"- load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} (shared machines: read "
-        f"CPU figures with this in mind)",
-        f"- commit: {commit()}",
-        f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
+        *provenance(load_before),
         f"- mode: {mode}; {serving_options(args)}; latency = request sent to video bytes received (closed loop)",
         "",
         table(rows),
