@@ -60,49 +60,47 @@ class _Draw:
         return f"{self.method}{self.args}"
 
 
-class _RecordingRandom:
+class _DrawSource:
+    """StepRandom's surface (what the loss draws), each call routed to `_draw(method, args)`."""
+
+    def _draw(self, method: str, args: tuple) -> Tensor | None:
+        raise NotImplementedError
+
+    def uniform(self, *shape: int) -> Tensor:
+        return self._draw("uniform", shape)
+
+    def noise(self, generator: torch.nn.Module) -> Tensor | None:
+        return self._draw("noise", (generator,))
+
+    def frame_indices(self, frames: int, k: int) -> Tensor:
+        return self._draw("frame_indices", (frames, k))
+
+
+class _RecordingRandom(_DrawSource):
     """Forwards to a StepRandom and notes each draw (method, arguments) in order."""
 
     def __init__(self, rnd: StepRandom) -> None:
         self.rnd, self.draws, self.values = rnd, [], []
 
-    def _record(self, method: str, args: tuple) -> Tensor | None:
+    def _draw(self, method: str, args: tuple) -> Tensor | None:
         value = getattr(self.rnd, method)(*args)
         self.draws.append(_Draw(method, args))
         self.values.append(value)
         return value
 
-    def uniform(self, *shape: int) -> Tensor:
-        return self._record("uniform", shape)
 
-    def noise(self, generator: torch.nn.Module) -> Tensor | None:
-        return self._record("noise", (generator,))
-
-    def frame_indices(self, frames: int, k: int) -> Tensor:
-        return self._record("frame_indices", (frames, k))
-
-
-class _StaticRandom:
+class _StaticRandom(_DrawSource):
     """Hands the captured step its input buffers, in the order the eager step drew them; any other order fails."""
 
     def __init__(self, draws: list[_Draw], buffers: list[Tensor | None]) -> None:
         self.draws, self.buffers, self.pos = draws, buffers, 0
 
-    def _next(self, method: str, args: tuple) -> Tensor | None:
+    def _draw(self, method: str, args: tuple) -> Tensor | None:
         if self.pos >= len(self.draws) or self.draws[self.pos] != _Draw(method, args):
             raise VsynError(f"the captured step drew {method}{args} where the eager step drew "
                             f"{self.draws[self.pos] if self.pos < len(self.draws) else 'nothing'}")
         self.pos += 1
         return self.buffers[self.pos - 1]
-
-    def uniform(self, *shape: int) -> Tensor:
-        return self._next("uniform", shape)
-
-    def noise(self, generator: torch.nn.Module) -> Tensor | None:
-        return self._next("noise", (generator,))
-
-    def frame_indices(self, frames: int, k: int) -> Tensor:
-        return self._next("frame_indices", (frames, k))
 
 
 # ---- one captured phase
