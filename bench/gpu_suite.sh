@@ -11,6 +11,7 @@
 #   bash bench/gpu_suite.sh w   # 1/2/4-GPU weak scaling, DDP and ZeRO-2 (nothing else on the host)
 #   bash bench/gpu_suite.sh n   # one H100, what is still unmeasured there: GPU tests, graphed 64/128 px steps,
 #                               # multi-worker serving (one after another, nothing else on the host)
+#   bash bench/gpu_suite.sh m   # one H100, fourth session: 128 px profiles, 64 px rows, serving, GPU tests
 #   bash bench/gpu_suite.sh z   # 4-GPU host: weak scaling, DDP channels_last and ZeRO-2 NCHW (ZeRO refuses cl)
 #   bash bench/gpu_suite.sh b   # 1/2/4-GPU weak scaling (DDP, ZeRO-2) once the runs end; motion benchmark;
 #                               # copy logs, loss curves and sample grids to $OUT
@@ -170,6 +171,20 @@ if [ "$phase" = n ]; then
     --cycles 8 --warmup 3 2>&1 | grep -E "^\||rror"; keep
 fi
 
+if [ "$phase" = m ]; then  # one H100, fourth session: profile 128 px (eager and graphed), 64 px rows, serving, GPU tests
+  t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-530}))
+  left() { echo $((deadline - $(date +%s))); }
+  keep() { cp bench/RESULTS.md "$OUT"/; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  timeout 230 python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl --mode eager,graphed \
+    --cycles 6 --warmup 2 --profile "$OUT/prof" 2>&1 | grep -E "^\||rror"; keep
+  timeout 140 python3 bench/train.py --configs bair64 --precision fp32,bf16+penalty --layout cl \
+    --mode eager,graphed --cycles 20 --warmup 3 2>&1 | grep -E "^\||rror"; keep
+  timeout 60 python3 bench/serve.py --direct --device cuda --batch-size 8 --max-batch-delay-ms 5 --workers 4 \
+    --encoder-preset veryfast --concurrency 1 8 32 --requests 128 2>&1 | grep -E "^\||rror"; keep
+  timeout "$(left)" python3 -m pytest -q -p no:cacheprovider tests/nn/test_graphs.py tests/train/test_gan_loop.py \
+    -k "graph" --tb=line 2>&1 | grep -E "Error|passed|failed" | head -8
+fi
 if [ "$phase" = z ]; then
   t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-560}))
   left() { echo $((deadline - $(date +%s))); }

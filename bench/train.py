@@ -278,8 +278,13 @@ def profile_cycle(cycle, path: Path, device: torch.device) -> None:
             torch.cuda.synchronize()
     key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     table = prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70)
+    # The kernels themselves (self time) and the ops by input shape: which layer the time goes to.
+    self_key = "self_" + key
+    kernels = prof.key_averages().table(sort_by=self_key, row_limit=40, max_name_column_width=90)
+    shapes = prof.key_averages(group_by_input_shape=True).table(
+        sort_by=key, row_limit=60, max_name_column_width=40, max_shapes_column_width=110)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(table)
+    path.write_text(f"{table}\n\n# by self time\n{kernels}\n\n# by input shape\n{shapes}\n")
     print(f"profile of one cycle -> {path}\n" + "\n".join(table.splitlines()[:22]), flush=True)
 
 
