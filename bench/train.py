@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = bf16_peak_tflops(device)
     if is_main:
         print(f"{machine()}; measured bf16 matmul peak {peak:.1f} TFLOP/s", flush=True)
-    rows = []
+    rows: list[Row] = []
     args.data = args.data or ("shards" if args.shards else "on-device")
     keys = ("configs", "precision", "layout", "mode", "data")
     for name, precision, layout, mode, data in itertools.product(*(getattr(args, k).split(",") for k in keys)):
@@ -335,28 +335,31 @@ def main(argv: list[str] | None = None) -> int:
         except VsynError as exc:  # a combination this machine cannot run (graphed on CPU, cl with DeepSpeed)
             print(f"{name} {precision} {layout} {mode} {data}: skipped ({exc})", flush=True)
             continue
+        if not is_main:
+            continue
+        line = "| " + " | ".join(row.cells()) + " |"
+        print(line, flush=True)
+        if not args.no_record:  # row by row: a run killed at a time limit keeps the rows it finished
+            append_report((report_header(argv, peak) + "\n" if not rows else "") + line)
         rows.append(row)
-        if is_main:
-            print(" | ".join(row.cells()), flush=True)
-    if not is_main:
-        return 0
-    table = markdown(rows)
-    print(table)
-    if not args.no_record and rows:
-        block = "\n".join([
-            f"\n## bench/train.py — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-            f"- machine: {machine()}; measured bf16 matmul peak {peak:.1f} TFLOP/s",
-            f"- commit: {commit()}",
-            f"- command: `{shlex.join(['python', 'bench/train.py', *(argv if argv is not None else sys.argv[1:])])}`",
-            f"- clips/s: real clips per second over a cycle of {2} critic steps + 1 generator step, a fresh batch each"
-            " step; ms per step from CUDA events; MFU against the measured bf16 peak; 'vs original' divides by the "
-            "original implementation's H100 figure (issue 4).",
-            "",
-            table,
-            "",
-        ])
-        append_report(block)
+    if is_main:
+        print(markdown(rows))
     return 0
+
+
+def report_header(argv: list[str] | None, peak: float) -> str:
+    """The section that the rows of one invocation are appended under."""
+    return "\n".join([
+        f"\n## bench/train.py — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {machine()}; measured bf16 matmul peak {peak:.1f} TFLOP/s",
+        f"- commit: {commit()}",
+        f"- command: `{shlex.join(['python', 'bench/train.py', *(argv if argv is not None else sys.argv[1:])])}`",
+        "- clips/s: real clips per second over a cycle of 2 critic steps + 1 generator step, a fresh batch each"
+        " step; ms per step from CUDA events; MFU against the measured bf16 peak; 'vs original' divides by the "
+        "original implementation's H100 figure (issue 4).",
+        "",
+        markdown([]),
+    ])
 
 
 if __name__ == "__main__":
