@@ -12,6 +12,8 @@
 #   bash bench/gpu_suite.sh n   # one H100, what is still unmeasured there: GPU tests, graphed 64/128 px steps,
 #                               # multi-worker serving (one after another, nothing else on the host)
 #   bash bench/gpu_suite.sh m   # one H100, fourth session: 128 px profiles, 64 px rows, serving, GPU tests
+#   bash bench/gpu_suite.sh q   # 4-GPU host, one job a GPU: generator breakdown, 128/64 px rows, 128 px profile, tests
+#   bash bench/gpu_suite.sh y   # 4-GPU host: 128 px weak scaling 1/2/4 GPUs, DDP channels_last and ZeRO-2 NCHW
 #   bash bench/gpu_suite.sh z   # 4-GPU host: weak scaling, DDP channels_last and ZeRO-2 NCHW (ZeRO refuses cl)
 #   bash bench/gpu_suite.sh b   # 1/2/4-GPU weak scaling (DDP, ZeRO-2) once the runs end; motion benchmark;
 #                               # copy logs, loss curves and sample grids to $OUT
@@ -184,6 +186,43 @@ if [ "$phase" = m ]; then  # one H100, fourth session: profile 128 px (eager and
     --encoder-preset veryfast --concurrency 1 8 32 --requests 128 2>&1 | grep -E "^\||rror"; keep
   timeout "$(left)" python3 -m pytest -q -p no:cacheprovider tests/nn/test_graphs.py tests/train/test_gan_loop.py \
     -k "graph" --tb=line 2>&1 | grep -E "Error|passed|failed" | head -8
+fi
+if [ "$phase" = q ]; then  # 4-GPU host, one GPU each: generator breakdown, 128 px rows + profile, 64 px rows, GPU tests
+  t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-330}))
+  left() { echo $((deadline - $(date +%s))); }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  (export CUDA_VISIBLE_DEVICES=0
+   timeout 150 python3 bench/generate.py --batch 1,8,32 --precision bf16,fp32 --graphs on 2>&1 | grep -E "^\||rror"
+   timeout "$(left)" python3 bench/generate.py --batch 8 --precision bf16 --graphs off --profile "$W/prof" \
+     --no-record 2>&1 | grep -E "^\||rror"; cp "$W"/prof/generate-*b8.txt "$OUT"/) > "$W/q0.log" 2>&1 &
+  (export CUDA_VISIBLE_DEVICES=1
+   timeout 200 python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl --mode graphed,eager \
+     --cycles 6 --warmup 2 2>&1 | grep -E "^\||rror"
+   timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl --mode eager \
+     --cycles 1 --warmup 1 --no-record --profile "$W/prof" 2>&1 | grep -E "rror"; cp "$W"/prof/sky128*.txt "$OUT"/
+  ) > "$W/q1.log" 2>&1 &
+  (export CUDA_VISIBLE_DEVICES=2
+   timeout "$(left)" python3 bench/train.py --configs bair64 --precision bf16+penalty,fp32 --layout cl \
+     --mode graphed,eager --cycles 20 --warmup 3 2>&1 | grep -E "^\||rror") > "$W/q2.log" 2>&1 &
+  (export CUDA_VISIBLE_DEVICES=3
+   timeout "$(left)" python3 -m pytest -q -s -p no:cacheprovider tests/nn/test_graphs.py tests/train/test_gan_loop.py \
+     -k "graph" --tb=line 2>&1 | grep -E "Error|passed|failed|drift by step" | head -12) > "$W/q3.log" 2>&1 &
+  wait
+  for f in "$W"/q0.log "$W"/q1.log "$W"/q2.log "$W"/q3.log; do echo "== $f"; cat "$f"; done
+  cp bench/RESULTS.md "$OUT"/
+fi
+if [ "$phase" = y ]; then  # 4-GPU host: 128 px weak scaling (GPU-bound: the config the anchor is), DDP and ZeRO-2
+  t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-540}))
+  left() { echo $((deadline - $(date +%s))); }
+  for dl in "ddp cl" "deepspeed nchw"; do
+    set -- $dl
+    for n in 1 2 4; do
+      CUDA_VISIBLE_DEVICES=0,1,2,3 timeout "$(left)" torchrun --standalone --nproc_per_node "$n" bench/train.py \
+        --configs sky128 --precision bf16+penalty --layout "$2" --mode eager --cycles 5 --warmup 2 \
+        --distributed "$1" --batch $((8 * n)) 2>&1 | grep -E "^\| sky|rror|Traceback" | tail -2
+      cp bench/RESULTS.md "$OUT"/
+    done
+  done
 fi
 if [ "$phase" = z ]; then
   t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-560}))

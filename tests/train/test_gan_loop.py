@@ -177,11 +177,11 @@ def test_channels_last_with_deepspeed_is_one_clear_error(tmp_path, shards):
         run(_cfg(tmp_path / "run", shards, "train.channels_last=true", "train.distributed=deepspeed"))
 
 
-def _max_rel_diff(a: dict, b: dict) -> float:
-    """Largest |a − b| over the steps, relative to the scalar's own scale (its largest |a| over the steps)."""
+def _rel_diff_by_step(a: dict, b: dict) -> list[float]:
+    """Per step, the largest |a − b| over the scalars, each relative to its own scale (its largest |a| over steps)."""
     keys = {k for r in a.values() for k in r} - {"kimg", *TIMING_KEYS}
-    return max(max(abs(a[s][k] - b[s][k]) for s in a if k in a[s]) / max(max(abs(a[s][k]) for s in a if k in a[s]),
-                                                                        1e-8) for k in keys)
+    scale = {k: max(max(abs(a[s][k]) for s in a if k in a[s]), 1e-8) for k in keys}
+    return [max(abs(a[s][k] - b[s][k]) / scale[k] for k in keys if k in a[s]) for s in sorted(a)]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device machine)")
@@ -192,11 +192,14 @@ def test_cuda_graph_steps_train_like_eager_on_gpu(tmp_path, shards, kind, precis
     With both learning rates 0 the weights stay put, so every step's scalars depend only on that step's batch and
     draws: replays must match eager closely (wrong inputs or a stale buffer would not). With the real learning
     rates, Adam's first steps move every weight by about ±lr whatever the size of its gradient, so rounding-level
-    differences (the graph's kernels need not be eager's) grow over the steps. Measured on an H200 (8be25b6), each
-    scalar against its own scale: largest drift 2.2% and 2.3% over 15 steps (fp32 wgan-gp, hinge), while the same
-    measure between the graphed runs with and without learning rates was 210 and 193 (some scalar moved 200-fold).
-    The bound: drift under 5%, the training effect over 20x the drift.
+    differences (the graph's kernels need not be eager's) grow from step to step: over 15 steps the largest drift,
+    each scalar against its own scale, was 2.2% and 2.3% on an H200 (8be25b6, fp32 wgan-gp and hinge) and 7.7% on
+    an H100 (da77b43). So the trajectory is compared where rounding has not yet been amplified: the first
+    EARLY_STEPS steps (two eager warm-up steps, then replays whose optimizer updates the later scalars see), under
+    2%; the whole run only loosely (under 25%), while the learning rates must move the scalars by over 20x the
+    run's drift (measured: about 200x), so the replayed optimizer steps do train.
     """
+    early_steps = 6
     extra = [f"loss.kind={kind}", "loss.r1_interval=2", f"train.precision={precision}", "train.max_steps=15",
              "train.snapshot_kimg=0", "train.cudnn_benchmark=false"]
     if precision == "bf16":
@@ -207,8 +210,11 @@ def test_cuda_graph_steps_train_like_eager_on_gpu(tmp_path, shards, kind, precis
         assert run(_cfg(tmp_path / name, shards, *extra, *more)) == EXIT_DONE
     losses = {name: read_losses(tmp_path / name) for name in ("eager0", "graphs0", "eager", "graphs")}
     _close_losses(losses["eager0"], losses["graphs0"], rtol=1e-3)
-    drift, trained = _max_rel_diff(losses["eager"], losses["graphs"]), _max_rel_diff(losses["graphs0"], losses["graphs"])
-    assert drift < 5e-2 and trained > 20 * drift, (drift, trained)  # the replayed optimizer steps do train
+    drift = _rel_diff_by_step(losses["eager"], losses["graphs"])
+    trained = max(_rel_diff_by_step(losses["graphs0"], losses["graphs"]))
+    print(f"{kind} {precision}: drift by step {[round(d, 5) for d in drift]}, trained {trained:.1f}")
+    assert len(drift) >= early_steps and max(drift[:early_steps]) < 2e-2, drift
+    assert max(drift) < 0.25 and trained > 20 * max(drift), (drift, trained)
 
 
 def test_captured_step_refuses_a_batch_of_another_shape():

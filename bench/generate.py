@@ -1,0 +1,150 @@
+"""Where a served batch's time goes: the generator on the device, the whole `animate` call, and the encodes.
+
+For each batch size: the generator alone (CUDA-graph replay or eager forward, CUDA events), `vsyn.inference.animate`
+around it (upload, mask/frame-0 fix-up, uint8 conversion, download: wall clock), and encoding the batch's videos
+with the serving handler's thread pool (x264 preset as given). The last columns bound one worker's videos/s by
+the generator alone and by animate + encode in sequence (what one handler process does per batch).
+
+    python bench/generate.py --device cuda --batch 1,8,16,32 --precision bf16 --profile /tmp/prof
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from record import append_report, provenance  # bench/record.py
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vsyn.config import load_config  # noqa: E402
+from vsyn.graphs import GraphedGenerator  # noqa: E402
+from vsyn.inference import animate  # noqa: E402
+from vsyn.nn import build_generator  # noqa: E402
+from vsyn.nn.layers import to_channels_last  # noqa: E402
+from vsyn.video import encode_video  # noqa: E402
+
+HEADER = ["batch", "precision", "layout", "graphs", "generator ms", "animate ms", "encode ms", "videos/s (generator)",
+          "videos/s (animate + encode)"]
+
+
+def timed_ms(fn, repeats: int, device: torch.device) -> float:
+    """Median ms of `fn()`, CUDA events on a GPU (device time), wall clock on a CPU."""
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def wall_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="sky128", help="preset whose generator is built (random init)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch", default="1,8,32", help="comma list of batch sizes")
+    p.add_argument("--precision", default="bf16", help="comma list of fp32, bf16")
+    p.add_argument("--layout", default="nchw", help="comma list of nchw, cl (channels_last weights)")
+    p.add_argument("--graphs", default="on", help="comma list of on, off (CUDA-graph replay; off on a CPU)")
+    p.add_argument("--encoder-preset", default="veryfast")
+    p.add_argument("--encode-threads", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--profile", default="", help="write a kernel table of one eager forward per batch size here")
+    p.add_argument("--no-record", action="store_true")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    cfg = load_config(args.config)
+    torch.manual_seed(0)
+    base = build_generator(cfg.model).to(device).eval()
+    res, frames = cfg.model.resolution, cfg.model.frames
+    rng = np.random.default_rng(0)
+    encoder = ThreadPoolExecutor(max_workers=args.encode_threads)
+    rows = []
+    for precision in args.precision.split(","):
+        for layout in args.layout.split(","):
+            generator = to_channels_last(base) if layout == "cl" else base
+            for graphs in args.graphs.split(","):
+                if graphs == "on" and device.type != "cuda":
+                    continue
+                model = GraphedGenerator(generator, max_batch=64, enabled=graphs == "on")
+                amp = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
+                       else contextlib.nullcontext())
+                for batch in (int(b) for b in args.batch.split(",")):
+                    images = rng.integers(0, 256, (batch, res, res, 3), dtype=np.uint8)
+                    x = torch.tensor(images, device=device).permute(0, 3, 1, 2).float().div(255)
+                    with amp, torch.no_grad():
+                        for _ in range(3):  # capture / autotune / allocator
+                            videos = animate(model, images, num_frames=frames)
+                        gen_ms = timed_ms(lambda: model(x, num_frames=frames), args.repeats, device)
+                        anim_ms = wall_ms(lambda: animate(model, images, num_frames=frames), args.repeats)
+                        if args.profile and graphs == "off":
+                            profile(lambda: model(x, num_frames=frames), device,
+                                    Path(args.profile) / f"generate-{args.config}-{precision}-{layout}-b{batch}.txt")
+                    enc_ms = wall_ms(lambda: list(encoder.map(
+                        lambda v: encode_video(v, fmt="mp4", preset=args.encoder_preset), videos)), 3)
+                    row = [str(batch), precision, layout, graphs, f"{gen_ms:.1f}", f"{anim_ms:.1f}", f"{enc_ms:.1f}",
+                           f"{1e3 * batch / gen_ms:.0f}", f"{1e3 * batch / (anim_ms + enc_ms):.0f}"]
+                    print("| " + " | ".join(row) + " |", flush=True)
+                    rows.append(row)
+    table = "\n".join(["| " + " | ".join(HEADER) + " |", "|" + "---:|" * len(HEADER)]
+                      + ["| " + " | ".join(r) + " |" for r in rows])
+    print(table)
+    if not args.no_record and rows:
+        append_report("\n".join([
+            f"\n## bench/generate.py: {args.config} generator, {frames} frames — "
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "", *provenance(),
+            f"- generator ms: device time of one forward (CUDA events; wall clock on a CPU); animate ms: wall clock of "
+            f"`animate` (upload, forward, uint8, download); encode ms: the batch's mp4s ({args.encoder_preset}) on "
+            f"{args.encode_threads} threads; medians of {args.repeats} (encode: 3)", "", table, ""]))
+    return 0
+
+
+def profile(fn, device: torch.device, path: Path) -> None:
+    """Kernels of one call by self device time (the generator's hot spots)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=90) + "\n\n"
+                    + prof.key_averages(group_by_input_shape=True).table(
+                        sort_by=key, row_limit=40, max_name_column_width=40, max_shapes_column_width=120))
+    print(f"profile -> {path}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
