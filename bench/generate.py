@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import itertools
 import os
 import statistics
 import sys
@@ -35,8 +37,37 @@ from vsyn.nn import build_generator  # noqa: E402
 from vsyn.nn.layers import to_channels_last  # noqa: E402
 from vsyn.video import encode_video  # noqa: E402
 
-HEADER = ["batch", "precision", "layout", "graphs", "generator ms", "animate ms", "encode ms", "videos/s (generator)",
+HEADER = ["batch", "precision", "layout", "variant", "graphs", "generator ms", "animate ms", "encode ms", "videos/s (generator)",
           "videos/s (animate + encode)"]
+
+
+@contextlib.contextmanager
+def variant(name: str):
+    """'fused': the library as it is. 'unfused': the layers as they were before the fusion, for an A/B in one run:
+    2x upsampling as transposed conv + pad + depthwise blur, and StyledConv's bias/activation op by op."""
+    if name == "fused":
+        yield
+        return
+    assert name == "unfused", name
+    from vsyn.nn import layers
+
+    def op_by_op(self, x, style):
+        return self.act(self.conv(x, style))
+
+    saved = layers.FOLD_BLUR_DEVICES, layers.StyledConv.forward
+    layers.FOLD_BLUR_DEVICES, layers.StyledConv.forward = set(), op_by_op
+    try:
+        yield
+    finally:
+        layers.FOLD_BLUR_DEVICES, layers.StyledConv.forward = saved
+
+
+def landscapes(batch: int, res: int, rng: np.random.Generator) -> np.ndarray:
+    """Sky gradient over textured ground, uint8 (B, H, W, 3): content x264 sees in practice, not white noise."""
+    y = np.linspace(0, 1, res)[None, :, None, None]
+    sky = np.array([90, 140, 230]) + y * np.array([80, 60, -30]) + rng.uniform(-20, 20, (batch, 1, 1, 3))
+    ground = np.array([60, 110, 50]) + rng.normal(0, 12, (batch, res, res, 3))
+    return np.where(y > 0.6, ground, sky + 0 * ground).clip(0, 255).astype(np.uint8)
 
 
 def timed_ms(fn, repeats: int, device: torch.device) -> float:
@@ -73,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", default="1,8,32", help="comma list of batch sizes")
     p.add_argument("--precision", default="bf16", help="comma list of fp32, bf16")
     p.add_argument("--layout", default="nchw", help="comma list of nchw, cl (channels_last weights)")
+    p.add_argument("--variant", default="fused", help="comma list of fused, unfused (the layers before the fusion)")
     p.add_argument("--graphs", default="on", help="comma list of on, off (CUDA-graph replay; off on a CPU)")
     p.add_argument("--encoder-preset", default="veryfast")
     p.add_argument("--encode-threads", type=int, default=min(8, os.cpu_count() or 1))
@@ -90,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     encoder = ThreadPoolExecutor(max_workers=args.encode_threads)
     rows = []
-    for precision in args.precision.split(","):
-        for layout in args.layout.split(","):
-            generator = to_channels_last(base) if layout == "cl" else base
+    for precision, name, layout in itertools.product(args.precision.split(","), args.variant.split(","),
+                                                     args.layout.split(",")):
+        with variant(name):
+            generator = to_channels_last(copy.deepcopy(base)) if layout == "cl" else base
             for graphs in args.graphs.split(","):
                 if graphs == "on" and device.type != "cuda":
                     continue
@@ -100,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 amp = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                        else contextlib.nullcontext())
                 for batch in (int(b) for b in args.batch.split(",")):
-                    images = rng.integers(0, 256, (batch, res, res, 3), dtype=np.uint8)
+                    images = landscapes(batch, res, rng)
                     x = torch.tensor(images, device=device).permute(0, 3, 1, 2).float().div(255)
                     with amp, torch.no_grad():
                         for _ in range(3):  # capture / autotune / allocator
@@ -109,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                         anim_ms = wall_ms(lambda: animate(model, images, num_frames=frames), args.repeats)
                         if args.profile and graphs == "off":
                             profile(lambda: model(x, num_frames=frames), device,
-                                    Path(args.profile) / f"generate-{args.config}-{precision}-{layout}-b{batch}.txt")
+                                    Path(args.profile) / f"generate-{args.config}-{precision}-{layout}-{name}-b{batch}.txt")
                     enc_ms = wall_ms(lambda: list(encoder.map(
                         lambda v: encode_video(v, fmt="mp4", preset=args.encoder_preset), videos)), 3)
-                    row = [str(batch), precision, layout, graphs, f"{gen_ms:.1f}", f"{anim_ms:.1f}", f"{enc_ms:.1f}",
+                    row = [str(batch), precision, layout, name, graphs, f"{gen_ms:.1f}", f"{anim_ms:.1f}", f"{enc_ms:.1f}",
                            f"{1e3 * batch / gen_ms:.0f}", f"{1e3 * batch / (anim_ms + enc_ms):.0f}"]
                     print("| " + " | ".join(row) + " |", flush=True)
                     rows.append(row)

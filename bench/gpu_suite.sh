@@ -14,6 +14,7 @@
 #   bash bench/gpu_suite.sh m   # one H100, fourth session: 128 px profiles, 64 px rows, serving, GPU tests
 #   bash bench/gpu_suite.sh q   # 4-GPU host, one job a GPU: generator breakdown, 128/64 px rows, 128 px profile, tests
 #   bash bench/gpu_suite.sh y   # 4-GPU host: 128 px weak scaling 1/2/4 GPUs, DDP channels_last and ZeRO-2 NCHW
+#   bash bench/gpu_suite.sh f   # one H100: fused-generator A/B and layouts, serving nchw vs channels_last, 128 px row
 #   bash bench/gpu_suite.sh z   # 4-GPU host: weak scaling, DDP channels_last and ZeRO-2 NCHW (ZeRO refuses cl)
 #   bash bench/gpu_suite.sh b   # 1/2/4-GPU weak scaling (DDP, ZeRO-2) once the runs end; motion benchmark;
 #                               # copy logs, loss curves and sample grids to $OUT
@@ -223,6 +224,22 @@ if [ "$phase" = y ]; then  # 4-GPU host: 128 px weak scaling (GPU-bound: the con
       cp bench/RESULTS.md "$OUT"/
     done
   done
+fi
+if [ "$phase" = f ]; then  # one H100, fourth session's last window: fused generator A/B, serving both layouts, 128 px
+  t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-380}))
+  left() { echo $((deadline - $(date +%s))); }
+  keep() { cp bench/RESULTS.md "$OUT"/; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  timeout 110 python3 bench/generate.py --batch 8,32 --precision bf16 --variant fused,unfused --layout nchw,cl \
+    --graphs on 2>&1 | grep -E "^\| [0-9]|rror"; keep
+  for cl in "" "--channels-last"; do
+    timeout 70 python3 bench/serve.py --direct --device cuda --batch-size 8 --max-batch-delay-ms 5 --workers 4 \
+      --encoder-preset veryfast --concurrency 1 8 32 --requests 128 $cl 2>&1 | grep -E "^\| [0-9]|rror"; keep
+  done
+  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/nn/test_graphs.py tests/nn/test_modulated_conv.py \
+    --tb=line 2>&1 | grep -E "Error|passed|failed" | head -6
+  timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl --mode graphed \
+    --cycles 4 --warmup 2 2>&1 | grep -E "^\| sky|rror"; keep
 fi
 if [ "$phase" = z ]; then
   t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-560}))

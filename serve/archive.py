@@ -43,6 +43,7 @@ class ServingOptions:
     # torch's CPU threads per worker; 0 = auto: 1 on a GPU (the model runs there; a full intra-op pool per worker
     # only fights the encoders and the other workers for cores), torch's default on CPU
     torch_threads: int = 0
+    channels_last: bool = False  # on a GPU, channels_last weights and activations (cuDNN's NHWC kernels)
 
     def to_yaml(self) -> str:
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -67,6 +68,7 @@ class ServingOptions:
                 "cuda_graphs": self.cuda_graphs,
                 "encoder_preset": self.encoder_preset,
                 "torch_threads": self.torch_threads,
+                "channels_last": self.channels_last,
             },
         }
         if self.device != "auto":

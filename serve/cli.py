@@ -35,6 +35,8 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
                    "slower, veryslow; faster presets use less CPU per video and give larger files")
     p.add_argument("--torch-threads", type=int, default=0, metavar="N",
                    help="torch CPU threads per worker (default 0: 1 on a GPU, torch's own on CPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
+                   help="on a GPU, run the generator in channels_last (NHWC) layout")
     p.add_argument("--max-frames", type=int, default=128, help="largest 'frames' a request may ask for")
     p.add_argument("--max-image-pixels", type=int, default=25_000_000, help="decompression-bomb cap per image")
     p.add_argument("--force", action="store_true", help="overwrite an existing .mar")
@@ -55,6 +57,7 @@ def _export(args: argparse.Namespace) -> int:
         precision=args.precision,
         encoder_preset=args.encoder_preset,
         torch_threads=args.torch_threads,
+        channels_last=args.channels_last,
         limits=Limits(max_frames=args.max_frames, max_image_pixels=args.max_image_pixels),
     )
     path = export(args.checkpoint, args.model_store, name=args.name, version=args.version, options=options,

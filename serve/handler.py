@@ -27,6 +27,7 @@ import torch
 from serve.protocol import Limits, RequestError, VideoRequest, error_body, parse_request, resize_video
 from vsyn.graphs import GraphedGenerator
 from vsyn.inference import animate, load_generator
+from vsyn.nn.layers import to_channels_last
 from vsyn.video import encode_video, x264_preset
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ class VsynHandler:
         self.autocast = _autocast_dtype(str(options.get("precision", "auto")), device)
         self.encoder_preset = x264_preset(options.get("encoder_preset"))  # mp4 only; x264 is the CPU cost per video
         yaml_config = getattr(context, "model_yaml_config", None) or {}
+        self.channels_last = device.type == "cuda" and _flag(options.get("channels_last", False))
+        if self.channels_last:  # NHWC all the way: no layout transposes around each cuDNN call
+            to_channels_last(self.generator)
         if device.type == "cuda" and _flag(options.get("cuda_graphs", True)):
             # Replay captured CUDA graphs (vsyn.graphs): the generator is launch-bound at serving batch sizes.
             # Every batch bucket up to TorchServe's batchSize is captured now, at the default frame count.
@@ -76,9 +80,9 @@ class VsynHandler:
         encode_video(warm[0], fmt="mp4", preset=self.encoder_preset)
         self.initialized = True
         log.info(
-            "vsyn generator %s on %s (%s, %d torch threads, %d encode threads, x264 preset %s), limits %s",
-            cfg.name, device, self.autocast or "fp32", torch.get_num_threads(), threads, self.encoder_preset,
-            self.limits,
+            "vsyn generator %s on %s (%s%s, %d torch threads, %d encode threads, x264 preset %s), limits %s",
+            cfg.name, device, self.autocast or "fp32", ", channels_last" if self.channels_last else "",
+            torch.get_num_threads(), threads, self.encoder_preset, self.limits,
         )  # fmt: skip
 
     def _precision(self) -> contextlib.AbstractContextManager:

@@ -67,6 +67,26 @@ def test_replay_matches_eager(kind, dtype):
     assert torch.equal(a, a_copy) and not torch.equal(a, b)
 
 
+@CUDA
+@pytest.mark.parametrize("kind", ["style_rnn", "dvdgan"])
+def test_channels_last_replay_matches_nchw_eager(kind):
+    """The serving option channels_last (NHWC weights, so cuDNN's NHWC kernels and activations) computes the same
+    videos as the default layout; fp32 with TF32 off, so only the kernels' summation order differs."""
+    from vsyn.nn.layers import to_channels_last
+
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    g = _generator(kind, "cuda")
+    images, noise = _inputs(4, g, "cuda", 0)
+    with torch.no_grad():
+        ref = g(images, num_frames=9, noise=noise)
+        nhwc = to_channels_last(_generator(kind, "cuda"))
+        assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                   for p in nhwc.parameters())
+        got = GraphedGenerator(nhwc, max_batch=4)(images, num_frames=9, noise=noise)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-4)
+
+
 def test_static_buffers_are_padded_with_the_first_row():
     from vsyn.graphs import _fill, _padded
 

@@ -3,7 +3,18 @@
 import pytest
 import torch
 
-from vsyn.nn.layers import ModulatedConv2d, ToRGB, blur_kernel, modulated_conv2d
+import torch.nn.functional as F
+
+from vsyn.nn import layers
+from vsyn.nn.layers import (
+    ModulatedConv2d,
+    StyledConv,
+    ToRGB,
+    blur_kernel,
+    blur_upsampled,
+    modulated_conv2d,
+    upsample_conv,
+)
 
 
 def _run(conv: ModulatedConv2d, x: torch.Tensor, style: torch.Tensor, grouped: bool, probe: torch.Tensor):
@@ -21,9 +32,16 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
+@pytest.fixture(params=["folded", "two-step"])
+def upsampling(request, monkeypatch):
+    """Both forms of the efficient path's 2x upsampling on this CPU (the GPU folds, a CPU by default does not)."""
+    monkeypatch.setattr(layers, "FOLD_BLUR_DEVICES", {"cpu"} if request.param == "folded" else set())
+    return request.param
+
+
 @pytest.mark.parametrize("up", [False, True])
 @pytest.mark.parametrize("demodulate", [True, False])
-def test_efficient_matches_reference_forward_and_backward(up: bool, demodulate: bool):
+def test_efficient_matches_reference_forward_and_backward(up: bool, demodulate: bool, upsampling: str):
     torch.manual_seed(0)
     b, t, i, o, side, style_dim = 3, 4, 5, 6, 7, 16
     conv = ModulatedConv2d(i, o, 3, style_dim, demodulate=demodulate, up=up).double()
@@ -71,3 +89,49 @@ def test_upsampling_is_exactly_2x_and_preserves_constants():
     y = modulated_conv2d(x, weight, torch.ones(1, 1, dtype=torch.float64), demodulate=False, up_kernel=blur_kernel())
     assert y.shape == (2, 1, 10, 10)
     assert torch.allclose(y[..., 2:-2, 2:-2], torch.full_like(y[..., 2:-2, 2:-2], 0.7), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("side", [1, 4, 7])
+def test_folded_upsampling_equals_transposed_conv_then_blur(side: int):
+    """The one 6×6 transposed conv equals the two steps it replaces, on an asymmetric random weight (float64)."""
+    torch.manual_seed(side)
+    x = torch.randn(2, 5, side, side + 2, dtype=torch.float64)
+    weight = torch.randn(3, 5, 3, 3, dtype=torch.float64)  # (O, I, k, k), the convention of modulated_conv2d
+    two_steps = blur_upsampled(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2), blur_kernel().double())
+    folded = upsample_conv(x, weight, blur_kernel().double(), fold=True)
+    assert torch.equal(upsample_conv(x, weight, blur_kernel().double(), fold=False), two_steps)
+    assert folded.shape == two_steps.shape == (2, 3, 2 * side, 2 * side + 4)
+    assert _rel(folded, two_steps) < 1e-12
+
+
+@pytest.mark.parametrize("up", [False, True])
+def test_styled_conv_fused_epilogue_matches_op_by_op(up: bool, upsampling: str):
+    """StyledConv folds bias, leaky ReLU and √2 into the demodulation pass; the grouped reference runs each op."""
+    torch.manual_seed(2)
+    b, t, i, o, side, style_dim = 2, 3, 4, 5, 6, 8
+    layer = StyledConv(i, o, style_dim, up=up).double()
+    with torch.no_grad():
+        layer.act.bias.uniform_(-1.0, 1.0)  # nonzero, so a dropped or doubled bias would show
+        layer.conv.affine.bias.uniform_(0.2, 2.0)
+    x = torch.randn(b * t, i, side, side, dtype=torch.float64)
+    style = torch.rand(b, style_dim, dtype=torch.float64)
+    out_side = 2 * side if up else side
+    probe = torch.randn(b * t, o, out_side, out_side, dtype=torch.float64)
+
+    def run(grouped: bool):
+        layer.conv.grouped = grouped
+        layer.zero_grad()
+        out = layer(x, style)
+        (out * probe).sum().backward()
+        return out.detach(), [p.grad.clone() for p in (layer.conv.weight, layer.conv.affine.weight, layer.act.bias)]
+
+    ref, ref_grads = run(grouped=True)
+    # the op-by-op reference really is FusedLeakyReLU after the reference conv
+    layer.conv.grouped = True
+    with torch.no_grad():
+        assert torch.equal(ref, layer.act(layer.conv(x, style)))
+    eff, eff_grads = run(grouped=False)
+    assert (ref < 0).any() and (ref > 0).any()  # both sides of the leaky ReLU are exercised
+    assert _rel(eff, ref) < 1e-6
+    for name, g_eff, g_ref in zip(["weight", "affine.weight", "bias"], eff_grads, ref_grads):
+        assert _rel(g_eff, g_ref) < 1e-6, name

@@ -118,3 +118,11 @@ def test_torch_threads_come_from_model_config(checkpoint) -> None:
         assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(before)
+
+
+def test_channels_last_is_a_gpu_option(checkpoint) -> None:
+    """channels_last only changes the layout on a GPU: on a CPU the weights stay in the default layout."""
+    h = VsynHandler()
+    h.initialize(FakeContext(checkpoint, handler_options={"precision": "fp32", "channels_last": True}))
+    assert h.channels_last is False
+    assert all(p.is_contiguous() for p in h.generator.parameters())

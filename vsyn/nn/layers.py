@@ -82,6 +82,40 @@ def blur_upsampled(x: Tensor, kernel: Tensor) -> Tensor:
     return F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel.to(x.dtype).expand(c, 1, 4, 4), groups=c)
 
 
+def fold_blur(weight: Tensor, kernel: Tensor) -> Tensor:
+    """(O, I, 3, 3) transposed-conv weight ⊛ (4, 4) blur FIR -> (O, I, 6, 6): both filters as one.
+
+    Computed in the weight's own dtype with autocast off: the fold is a few hundred thousand multiply-adds, and
+    its rounding should be the weight's, not bf16's.
+    """
+    o, i, kh, kw = weight.shape
+    with torch.autocast(weight.device.type, enabled=False):
+        folded = F.conv_transpose2d(weight.reshape(o * i, 1, kh, kw), kernel.to(weight.dtype)[None, None])
+    return folded.reshape(o, i, kh + kernel.shape[0] - 1, kw + kernel.shape[1] - 1)
+
+
+# Devices where upsample_conv folds the blur into the transposed conv: memory-bound GPUs gain, compute-bound CPUs
+# lose (4x the transposed conv's FLOPs; sky128 at batch 1 on a 2-core CPU was no faster folded).
+FOLD_BLUR_DEVICES = {"cuda"}
+
+
+def upsample_conv(x: Tensor, weight: Tensor, kernel: Tensor, *, fold: bool | None = None) -> Tensor:
+    """2× upsampling conv: `blur_upsampled(conv_transpose2d(x, weight, stride=2), kernel)`.
+
+    `fold` (default: on the devices in FOLD_BLUR_DEVICES) computes it as one convolution. The transposed conv with
+    the 3×3 weight and the 4×4 blur after it are both linear and shift-invariant, so they compose into one stride-2
+    transposed conv with their full convolution (6×6), padding 2 cropping the same border. One cuDNN call replaces
+    a transposed conv, a pad copy and a depthwise blur over the 2H×2H output (the blur alone was 18% of the sky128
+    generator's device time, H200, bf16); its FLOPs equal a 3×3 conv at the output resolution. Both forms are the
+    same map up to rounding (tests/nn/test_modulated_conv.py, float64).
+    """
+    if not (fold if fold is not None else x.device.type in FOLD_BLUR_DEVICES):
+        return blur_upsampled(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2), kernel)
+    kh = weight.shape[-1]
+    assert kh == 3 and kernel.shape == (4, 4), (weight.shape, kernel.shape)
+    return F.conv_transpose2d(x, fold_blur(weight, kernel).transpose(0, 1), stride=2, padding=2)
+
+
 def modulated_conv2d(
     x: Tensor,  # (N, I, H, W), N = B·T frames
     weight: Tensor,  # (O, I, k, k), already scaled by the equalised-LR constant
@@ -90,12 +124,17 @@ def modulated_conv2d(
     demodulate: bool = True,
     up_kernel: Tensor | None = None,  # (4, 4) blur FIR: upsample ×2 (transposed conv, then blur); None: no upsampling
     grouped: bool = False,
+    bias: Tensor | None = None,  # (O,) added after demodulation
+    lrelu: bool = False,  # then leaky ReLU (slope 0.2) × √2: StyledConv's activation
 ) -> Tensor:  # (N, O, H', W'), H' = 2H if upsampling else H
     """StyleGAN2 modulated conv.
 
     Default: the efficient form. Scale the inputs by the style, run one ordinary conv over all N frames, demodulate
-    the outputs; exact because modulation and demodulation are per (video, channel) scalings. `grouped=True` is the
-    reference: per-frame modulated weights in a grouped conv with N groups (what NVlabs calls fused_modconv).
+    the outputs; exact because modulation and demodulation are per (video, channel) scalings. Demodulation, bias and
+    activation then take one pass over the output (addcmul, in-place leaky ReLU; √2 folded into both factors, as
+    lrelu(z)·√2 = lrelu(√2·z)) instead of four. `grouped=True` is the reference, each step as written: per-frame
+    modulated weights in a grouped conv with N groups (what NVlabs calls fused_modconv), transposed conv then blur,
+    bias, activation.
     """
     n, i, h, w = x.shape
     o, wi, kh, kw = weight.shape
@@ -104,27 +143,45 @@ def modulated_conv2d(
     t = n // b
     pad = kh // 2
     up = up_kernel is not None
-    if not grouped:
-        y = x * styles.repeat_interleave(t, dim=0)[:, :, None, None]
-        if up:
-            y = blur_upsampled(F.conv_transpose2d(y, weight.transpose(0, 1), stride=2), up_kernel)
-        else:
-            y = F.conv2d(y, weight, padding=pad)
-        if demodulate:
-            # Σ_{i,kh,kw} (w_oi · s_i)² = Σ_i s_i² · Σ_k w_oik²: a (B, I) × (I, O) product, no per-sample weights.
-            d = torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)  # (B, O)
-            y = y * d.repeat_interleave(t, dim=0)[:, :, None, None]
-        return y
-    frame_styles = styles.repeat_interleave(t, dim=0)  # (N, I)
+    if grouped:
+        return _activate(_grouped_modulated_conv2d(x, weight, styles, demodulate, up_kernel), bias, lrelu)
+    y = x * styles.repeat_interleave(t, dim=0)[:, :, None, None]
+    y = upsample_conv(y, weight, up_kernel) if up else F.conv2d(y, weight, padding=pad)
+    if not demodulate:
+        return _activate(y, bias, lrelu)
+    # Σ_{i,kh,kw} (w_oi · s_i)² = Σ_i s_i² · Σ_k w_oik²: a (B, I) × (I, O) product, no per-sample weights.
+    d = torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)  # (B, O)
+    d = d.repeat_interleave(t, dim=0)[:, :, None, None]
+    if bias is None:
+        return _activate(y * d, None, lrelu)
+    gain = SQRT2 if lrelu else 1.0
+    y = torch.addcmul(bias[:, None, None] * gain, y, d * gain)
+    return F.leaky_relu_(y, 0.2) if lrelu else y
+
+
+def _activate(y: Tensor, bias: Tensor | None, lrelu: bool) -> Tensor:
+    """The reference epilogue, op by op: + bias, then leaky ReLU (0.2) × √2."""
+    if bias is not None:
+        y = y + bias[:, None, None]
+    return F.leaky_relu(y, 0.2) * SQRT2 if lrelu else y
+
+
+def _grouped_modulated_conv2d(
+    x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool, up_kernel: Tensor | None
+) -> Tensor:
+    """Reference: per-frame modulated (and demodulated) weights, one grouped conv with a group per frame."""
+    n, i, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    frame_styles = styles.repeat_interleave(n // styles.shape[0], dim=0)  # (N, I)
     wm = weight[None] * frame_styles[:, None, :, None, None]  # (N, O, I, k, k)
     if demodulate:
         wm = wm * torch.rsqrt(wm.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
     xg = x.reshape(1, n * i, h, w)
-    if up:
+    if up_kernel is not None:
         wt = wm.transpose(1, 2).reshape(n * i, o, kh, kw)
         y = F.conv_transpose2d(xg, wt, stride=2, groups=n)
         return blur_upsampled(y.reshape(n, o, y.shape[-2], y.shape[-1]), up_kernel)
-    y = F.conv2d(xg, wm.reshape(n * o, i, kh, kw), padding=pad, groups=n)
+    y = F.conv2d(xg, wm.reshape(n * o, i, kh, kw), padding=kh // 2, groups=n)
     return y.reshape(n, o, h, w)
 
 
@@ -155,7 +212,9 @@ class ModulatedConv2d(nn.Module):
         self.grouped = False  # True selects the grouped-conv reference form
         self.register_buffer("blur", blur_kernel() if up else None, persistent=False)
 
-    def forward(self, x: Tensor, style: Tensor) -> Tensor:  # x (B·T, I, H, W), style (B, style_dim)
+    def forward(
+        self, x: Tensor, style: Tensor, *, bias: Tensor | None = None, lrelu: bool = False
+    ) -> Tensor:  # x (B·T, I, H, W), style (B, style_dim)
         return modulated_conv2d(
             x,
             self.weight * self.scale,
@@ -163,6 +222,8 @@ class ModulatedConv2d(nn.Module):
             demodulate=self.demodulate,
             up_kernel=self.blur,
             grouped=self.grouped,
+            bias=bias,
+            lrelu=lrelu,
         )
 
 
@@ -186,7 +247,8 @@ class StyledConv(nn.Module):
         self.act = FusedLeakyReLU(out_ch)
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
-        return self.act(self.conv(x, style))
+        # the activation's bias and gain go into the conv's demodulation pass (modulated_conv2d)
+        return self.conv(x, style, bias=self.act.bias, lrelu=True)
 
 
 class ToRGB(nn.Module):
