@@ -15,6 +15,7 @@
 #   bash bench/gpu_suite.sh q   # 4-GPU host, one job a GPU: generator breakdown, 128/64 px rows, 128 px profile, tests
 #   bash bench/gpu_suite.sh y   # 4-GPU host: 128 px weak scaling 1/2/4 GPUs, DDP channels_last and ZeRO-2 NCHW
 #   bash bench/gpu_suite.sh f   # one H100: fused-generator A/B and layouts, serving nchw vs channels_last, 128 px row
+#   bash bench/gpu_suite.sh e   # one H100: serving, encodes in processes vs threads, batch 8/16/32
 #   bash bench/gpu_suite.sh z   # 4-GPU host: weak scaling, DDP channels_last and ZeRO-2 NCHW (ZeRO refuses cl)
 #   bash bench/gpu_suite.sh b   # 1/2/4-GPU weak scaling (DDP, ZeRO-2) once the runs end; motion benchmark;
 #                               # copy logs, loss curves and sample grids to $OUT
@@ -240,6 +241,15 @@ if [ "$phase" = f ]; then  # one H100, fourth session's last window: fused gener
     --tb=line 2>&1 | grep -E "Error|passed|failed" | head -6
   timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl --mode graphed \
     --cycles 4 --warmup 2 2>&1 | grep -E "^\| sky|rror"; keep
+fi
+if [ "$phase" = e ]; then  # one H100: serving with encodes in processes vs threads, batch 8/16/32
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  for wbp in "4 8 4" "2 16 8" "2 32 8" "4 8 0"; do
+    set -- $wbp
+    timeout 85 python3 bench/serve.py --direct --device cuda --batch-size "$2" --max-batch-delay-ms 5 --workers "$1" \
+      --encoder-preset veryfast --concurrency 1 8 32 64 --requests 192 --channels-last --encode-processes "$3" 2>&1 \
+      | grep -E "^\| [0-9]|rror"; echo "-- workers $1 batch $2 encode processes $3"; cp bench/RESULTS.md "$OUT"/
+  done
 fi
 if [ "$phase" = z ]; then
   t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-560}))

@@ -356,7 +356,8 @@ def handler_options(args: argparse.Namespace) -> dict[str, Any]:
     """The model-config handler section that direct mode hands its workers (HTTP mode exports the same values)."""
     return {"precision": args.precision, "cuda_graphs": args.cuda_graphs == "on",
             "encoder_preset": args.encoder_preset, "encode_threads": args.encode_threads,
-            "torch_threads": args.torch_threads, "channels_last": args.channels_last}  # fmt: skip
+            "torch_threads": args.torch_threads, "channels_last": args.channels_last,
+            "encode_processes": args.encode_processes}  # fmt: skip
 
 
 Target = tuple[Callable[[bytes, int], int], Callable[[], Any], str]  # (send, stop, mode line)
@@ -399,7 +400,7 @@ def http_target(args: argparse.Namespace, tmp_path: Path) -> Target:
                              min_workers=args.workers, max_workers=args.workers, precision=args.precision,
                              cuda_graphs=args.cuda_graphs == "on", encoder_preset=args.encoder_preset,
                              encode_threads=args.encode_threads, torch_threads=args.torch_threads,
-                             channels_last=args.channels_last)  # fmt: skip
+                             channels_last=args.channels_last, encode_processes=args.encode_processes)  # fmt: skip
     store = tmp_path / "store"
     export(make_snapshot(tmp_path, args.preset), store, options=options)
     ports = server.free_ports(5)
@@ -419,7 +420,8 @@ def serving_options(args: argparse.Namespace) -> str:
     return (f"batch size {args.batch_size}, max batch delay {args.max_batch_delay_ms} ms, precision {args.precision}, "
             f"CUDA graphs {args.cuda_graphs}, x264 preset {args.encoder_preset}, encode threads {threads}, "
             f"torch threads {args.torch_threads or 'default (1 on GPU)'}"
-            + (", channels_last" if args.channels_last else ""))  # fmt: skip
+            + (", channels_last" if args.channels_last else "")
+            + (f", {args.encode_processes} encode processes per worker" if args.encode_processes else ""))  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -446,6 +448,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch CPU threads per worker (0: handler default, 1 on GPU, torch's own on CPU)")
     p.add_argument("--encode-threads", type=int, default=0, help="videos encoded in parallel per worker (0: handler "
                    "default, min(8, CPU count))")
+    p.add_argument("--encode-processes", type=int, default=0, help="encode in N processes per worker (0: threads)")
     p.add_argument("--channels-last", action="store_true", help="GPU: channels_last weights and activations")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     args = p.parse_args(argv)

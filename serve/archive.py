@@ -37,6 +37,7 @@ class ServingOptions:
     device: str = "auto"  # auto (GPU when present) | cpu | gpu
     limits: Limits = field(default_factory=Limits)
     encode_threads: int = 0  # videos encoded in parallel per batch; 0 = min(8, CPU count)
+    encode_processes: int = 0  # > 0: encode in this many spawned processes per worker instead of threads (no GIL)
     precision: str = "auto"  # auto (bf16 where the device runs it fast) | fp32 | bf16
     cuda_graphs: bool = True  # on a GPU, replay captured CUDA graphs of the generator (vsyn.graphs)
     encoder_preset: str = "medium"  # x264 preset for mp4 (ultrafast .. veryslow): faster = bigger files, less CPU
@@ -53,8 +54,8 @@ class ServingOptions:
         if self.batch_size < 1 or self.max_batch_delay_ms < 0 or not 1 <= self.min_workers <= self.max_workers:
             raise VsynError("need batch_size >= 1, max_batch_delay_ms >= 0 and 1 <= min_workers <= max_workers")
         x264_preset(self.encoder_preset)  # a typo fails the export, not every worker at start-up
-        if self.torch_threads < 0 or self.encode_threads < 0:
-            raise VsynError("torch_threads and encode_threads must be >= 0 (0: automatic)")
+        if self.torch_threads < 0 or self.encode_threads < 0 or self.encode_processes < 0:
+            raise VsynError("torch_threads, encode_threads and encode_processes must be >= 0 (0: automatic / off)")
         data = {
             "batchSize": self.batch_size,
             "maxBatchDelay": self.max_batch_delay_ms,
@@ -64,6 +65,7 @@ class ServingOptions:
             "handler": {
                 **{k: getattr(self.limits, k) for k in Limits.__dataclass_fields__},
                 "encode_threads": self.encode_threads,
+                "encode_processes": self.encode_processes,
                 "precision": self.precision,
                 "cuda_graphs": self.cuda_graphs,
                 "encoder_preset": self.encoder_preset,

@@ -35,6 +35,8 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
                    "slower, veryslow; faster presets use less CPU per video and give larger files")
     p.add_argument("--torch-threads", type=int, default=0, metavar="N",
                    help="torch CPU threads per worker (default 0: 1 on a GPU, torch's own on CPU)")
+    p.add_argument("--encode-processes", type=int, default=0, metavar="N",
+                   help="encode each batch's videos in N processes per worker instead of threads (default 0: threads)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
                    help="on a GPU, run the generator in channels_last (NHWC) layout")
     p.add_argument("--max-frames", type=int, default=128, help="largest 'frames' a request may ask for")
@@ -58,6 +60,7 @@ def _export(args: argparse.Namespace) -> int:
         encoder_preset=args.encoder_preset,
         torch_threads=args.torch_threads,
         channels_last=args.channels_last,
+        encode_processes=args.encode_processes,
         limits=Limits(max_frames=args.max_frames, max_image_pixels=args.max_image_pixels),
     )
     path = export(args.checkpoint, args.model_store, name=args.name, version=args.version, options=options,

@@ -126,3 +126,19 @@ def test_channels_last_is_a_gpu_option(checkpoint) -> None:
     h.initialize(FakeContext(checkpoint, handler_options={"precision": "fp32", "channels_last": True}))
     assert h.channels_last is False
     assert all(p.is_contiguous() for p in h.generator.parameters())
+
+
+def test_encode_processes_give_the_same_bytes_as_threads(handler, checkpoint) -> None:
+    """encode_processes moves the encodes into spawned processes (no shared GIL); the videos are byte-identical."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    reqs = [request(4, seed=1), request(5, "webm", seed=2), request(4, "gif", seed=3)]
+    pooled = VsynHandler()
+    pooled.initialize(FakeContext(checkpoint, handler_options={"precision": "fp32", "max_frames": 16,
+                                                                "encode_processes": 2}))
+    try:
+        assert isinstance(pooled.encoder, ProcessPoolExecutor)
+        outs = [h.handle([d for d, _ in reqs], FakeContext(".", [hd for _, hd in reqs])) for h in (handler, pooled)]
+    finally:
+        pooled.encoder.shutdown()
+    assert outs[0] == outs[1] and all(isinstance(o, bytes) and o for o in outs[1])
