@@ -237,7 +237,7 @@ class WorkerPoolTarget:
         self.requests, self.results = ctx.Queue(), ctx.Queue()
         batch_lock = ctx.Lock()
         self.procs = [ctx.Process(target=_worker_main, args=(i, spec, self.requests, self.results, batch_lock),
-                                  name=f"vsyn-worker-{i}", daemon=True) for i in range(workers)]  # fmt: skip
+                                  name=f"vsyn-worker-{i}") for i in range(workers)]  # not daemons: a worker may have encode processes
         self.pending: dict[int, Future] = {}
         self.ids = itertools.count()
         self.lock = threading.Lock()

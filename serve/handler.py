@@ -16,14 +16,14 @@ import logging
 import os
 import time
 from collections import defaultdict
-import multiprocessing
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from serve.encode_pool import encode_pool
 from serve.protocol import Limits, RequestError, VideoRequest, error_body, parse_request, resize_video
 from vsyn.graphs import GraphedGenerator
 from vsyn.inference import animate, load_generator
@@ -65,7 +65,7 @@ class VsynHandler:
         threads = int(options.get("encode_threads", 0)) or min(8, os.cpu_count() or 1)
         processes = int(options.get("encode_processes", 0))
         if processes > 0:
-            self.encoder = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"))
+            self.encoder = encode_pool(processes)
         else:
             self.encoder = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode")
         self.autocast = _autocast_dtype(str(options.get("precision", "auto")), device)
