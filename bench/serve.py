@@ -221,6 +221,9 @@ def _worker_main(index: int, spec: HandlerSpec, requests: Any, results: Any, bat
             for (request_id, _, _), outcome in zip(batch, outcomes):
                 results.put(("done", request_id, outcome))
         if stop:
+            # A multiprocessing child joins its non-daemon children at exit: without this, the handler's encode
+            # processes (still waiting for work) would hold the worker up until close() times out.
+            handler.encoder.shutdown()
             return
 
 
