@@ -6,23 +6,17 @@ group) even when a test fails.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from serve_helpers import landscape, server_settings
+from serve_helpers import landscape, requires_java, server_settings
 
 from serve.archive import ServingOptions, export
 from serve.client import VsynClient
 from vsyn.config import load_config
 
 MAX_REQUEST_MIB = 2  # small, so the "huge body" test needs only a few MB
-
-
-def _requires_java() -> None:
-    if shutil.which("java") is None:
-        pytest.skip("TorchServe needs Java")
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +52,7 @@ def served(model_store: Path, tmp_path_factory: pytest.TempPathFactory):
     """(settings, client) of a running, READY server."""
     from serve import server
 
-    _requires_java()
+    requires_java()
     settings = server_settings(model_store, tmp_path_factory.mktemp("serve-run"), max_request_mib=MAX_REQUEST_MIB)
     try:
         server.start(settings, wait_s=120)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,14 @@ from PIL import Image
 
 from serve.config import ServerSettings
 from serve.server import free_ports
+
+
+def requires_java() -> None:
+    """Skip where TorchServe cannot start (no Java); `make test` installs it, so CI runs these tests."""
+    import pytest
+
+    if shutil.which("java") is None:
+        pytest.skip("TorchServe needs Java")
 
 
 def server_settings(model_store: Path, run_dir: Path, **overrides) -> ServerSettings:
