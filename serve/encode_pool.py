@@ -14,11 +14,24 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
+
+from vsyn.video import encode_video, resize_video
+
 
 def encode_pool(processes: int) -> ProcessPoolExecutor:
     """`processes` spawned encode processes that exit with this process."""
     return ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_exit_with_parent, initargs=(os.getpid(),))  # fmt: skip
+
+
+def resize_and_encode(frames: np.ndarray, size: tuple[int, int], **options) -> bytes:
+    """One served video's CPU work, for a thread or a pool process: resize to the asked size, then encode.
+
+    It lives here, not in the handler module, so a pool process can unpickle it by importing only this module
+    (and vsyn.video), not torch.
+    """
+    return encode_video(resize_video(frames, size), **options)
 
 
 def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:

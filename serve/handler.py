@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from serve.encode_pool import encode_pool
-from serve.protocol import Limits, RequestError, VideoRequest, error_body, parse_request, resize_video
+from serve.encode_pool import encode_pool, resize_and_encode
+from serve.protocol import Limits, RequestError, VideoRequest, error_body, parse_request
 from vsyn.graphs import GraphedGenerator
 from vsyn.inference import animate, load_generator
 from vsyn.nn.layers import to_channels_last
@@ -146,7 +146,7 @@ class VsynHandler:
         with self._precision():
             videos = animate(self.generator, images, num_frames=frames, seeds=[r.seed for r in reqs], mask=mask)
         generated = time.perf_counter()
-        jobs = [self.encoder.submit(encode_video, resize_video(video, req.out_size), fps=req.fps, fmt=req.fmt,
+        jobs = [self.encoder.submit(resize_and_encode, video, req.out_size, fps=req.fps, fmt=req.fmt,
                                     preset=self.encoder_preset) for req, video in zip(reqs, videos)]  # fmt: skip
         encoded = [job.result() for job in jobs]
         log.debug(

@@ -266,11 +266,3 @@ def parse_request(
         seed=seed,
         out_size=output_size(img.size, resolution, policy),
     )
-
-
-def resize_video(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> (T, size[1], size[0], 3); a no-op at the same size."""
-    w, h = size
-    if frames.shape[1:3] == (h, w):
-        return frames
-    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC)) for f in frames])

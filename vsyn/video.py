@@ -107,6 +107,14 @@ def encode_video(frames: np.ndarray, fps: float = 25.0, fmt: str = "mp4", *, pre
     return buf.getvalue()
 
 
+def resize_video(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> (T, size[1], size[0], 3); a no-op at the same size."""
+    w, h = size
+    if frames.shape[1:3] == (h, w):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC)) for f in frames])
+
+
 def decode_video(source: bytes | str | Path) -> np.ndarray:
     """Decode every frame of a video (bytes or path) to uint8 (T, H, W, 3)."""
     handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)

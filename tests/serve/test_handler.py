@@ -133,6 +133,7 @@ def test_encode_processes_give_the_same_bytes_as_threads(handler, checkpoint) ->
     from concurrent.futures import ProcessPoolExecutor
 
     reqs = [request(4, seed=1), request(5, "webm", seed=2), request(4, "gif", seed=3)]
+    reqs[0] = ({"body": bytearray(encode_image(landscape(64, 32)))}, {**reqs[0][1], "X-Vsyn-Size": "input"})
     pooled = VsynHandler()
     pooled.initialize(FakeContext(checkpoint, handler_options={"precision": "fp32", "max_frames": 16,
                                                                 "encode_processes": 2}))
@@ -142,3 +143,4 @@ def test_encode_processes_give_the_same_bytes_as_threads(handler, checkpoint) ->
     finally:
         pooled.encoder.shutdown()
     assert outs[0] == outs[1] and all(isinstance(o, bytes) and o for o in outs[1])
+    assert decode_video(outs[1][0]).shape[1:3] == (32, 64)  # the input's aspect: resized in a pool process

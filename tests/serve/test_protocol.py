@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from serve_helpers import encode_image, landscape
 
-from serve.protocol import Limits, RequestError, output_size, parse_request, resize_video
+from serve.protocol import Limits, RequestError, output_size, parse_request
+from vsyn.video import resize_video
 
 RES = 32
 
