@@ -155,7 +155,11 @@ def collect_batch(get: Callable[..., T], batch_size: int, max_delay_s: float) ->
 
 
 def serve_batch(handler: Any, spec: HandlerSpec, batch: list[tuple[bytes, int]]) -> list[tuple[bool, bytes | str]]:
-    """One handler call for (image, seed) requests -> per request (ok, video bytes or error text)."""
+    """One handler call for (image, seed) requests -> per request (ok, video bytes or error text).
+
+    The handler's `last_batch` then holds (videos, generate ms, encode ms) of this call (one frame-count group).
+    """
+    handler.last_batch = None
     data = [{"body": bytearray(image)} for image, _ in batch]
     headers = [{"body": {"content-type": "image/png"}, **spec.request_headers, "x-vsyn-seed": str(seed)}
                for _, seed in batch]  # fmt: skip
@@ -180,6 +184,7 @@ class DirectTarget:
 
     def __init__(self, spec: HandlerSpec):
         self.spec, self.handler = spec, start_handler(spec)
+        self.timings: list[tuple[int, float, float]] = []  # (videos, generate ms, encode ms) per batch
         self.queue: queue.Queue[tuple[bytes, int, Future]] = queue.Queue()
         threading.Thread(target=self._worker, daemon=True).start()
 
@@ -187,6 +192,8 @@ class DirectTarget:
         while True:
             batch = collect_batch(self.queue.get, self.spec.batch_size, self.spec.max_delay_s)
             outcomes = serve_batch(self.handler, self.spec, [(image, seed) for image, seed, _ in batch])
+            if self.handler.last_batch:
+                self.timings.append(self.handler.last_batch)
             for (_, _, fut), outcome in zip(batch, outcomes):
                 _settle(fut, outcome)
 
@@ -194,6 +201,11 @@ class DirectTarget:
         fut: Future = Future()
         self.queue.put((image, seed, fut))
         return fut.result()
+
+    def take_timings(self) -> list[tuple[int, float, float]]:
+        """The batches served since the last call: (videos, generate ms, encode ms) each."""
+        taken, self.timings = self.timings, []
+        return taken
 
     def close(self) -> None:
         pass  # daemon thread: ends with the process
@@ -218,6 +230,8 @@ def _worker_main(index: int, spec: HandlerSpec, requests: Any, results: Any, bat
         batch = batch[:-1] if stop else batch
         if batch:
             outcomes = serve_batch(handler, spec, [(image, seed) for _, image, seed in batch])
+            if handler.last_batch:  # before the results, so a level's last batch is counted in its level
+                results.put(("timing", index, handler.last_batch))
             for (request_id, _, _), outcome in zip(batch, outcomes):
                 results.put(("done", request_id, outcome))
         if stop:
@@ -242,6 +256,7 @@ class WorkerPoolTarget:
         self.procs = [ctx.Process(target=_worker_main, args=(i, spec, self.requests, self.results, batch_lock),
                                   name=f"vsyn-worker-{i}") for i in range(workers)]  # not daemons: a worker may have encode processes
         self.pending: dict[int, Future] = {}
+        self.timings: list[tuple[int, float, float]] = []  # (videos, generate ms, encode ms) per batch, all workers
         self.ids = itertools.count()
         self.lock = threading.Lock()
         for proc in self.procs:
@@ -284,10 +299,20 @@ class WorkerPoolTarget:
                 continue
             if message is None:  # close()
                 return
-            _, request_id, outcome = message
+            kind, request_id, outcome = message
+            if kind == "timing":
+                with self.lock:
+                    self.timings.append(outcome)
+                continue
             with self.lock:
                 fut = self.pending.pop(request_id)
             _settle(fut, outcome)
+
+    def take_timings(self) -> list[tuple[int, float, float]]:
+        """The batches served since the last call, by every worker: (videos, generate ms, encode ms) each."""
+        with self.lock:
+            taken, self.timings = self.timings, []
+        return taken
 
     def _fail_pending(self, reason: str) -> None:
         with self.lock:
@@ -346,12 +371,24 @@ def run_level(send: Callable[[bytes, int], int], image: bytes, concurrency: int,
             "p99": np.percentile(ms, 99), "videos_s": total / wall}  # fmt: skip
 
 
+def batch_stats(timings: list[tuple[int, float, float]]) -> dict[str, float]:
+    """Mean videos, generate ms and encode ms per handler batch (direct mode sees inside the handler)."""
+    if not timings:
+        return {}
+    videos, generate, encode = (float(np.mean(column)) for column in zip(*timings))
+    return {"batch": videos, "generate_ms": generate, "encode_ms": encode}
+
+
 def table(rows: list[dict[str, float]]) -> str:
-    lines = ["| concurrency | requests | p50 (ms) | p95 (ms) | p99 (ms) | throughput (videos/s) |",
-             "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    inside = any("batch" in r for r in rows)
+    extra = " mean batch | generate ms / batch | encode ms / batch |" if inside else ""
+    lines = ["| concurrency | requests | p50 (ms) | p95 (ms) | p99 (ms) | throughput (videos/s) |" + extra,
+             "|---:|---:|---:|---:|---:|---:|" + ("---:|" * 3 if inside else "")]  # fmt: skip
     for r in rows:
+        cells = (f" {r['batch']:.1f} | {r['generate_ms']:.1f} | {r['encode_ms']:.1f} |" if "batch" in r
+                 else " - | - | - |" if inside else "")  # fmt: skip
         lines.append(f"| {r['concurrency']} | {r['requests']} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | "
-                     f"{r['videos_s']:.2f} |")  # fmt: skip
+                     f"{r['videos_s']:.2f} |" + cells)  # fmt: skip
     return "\n".join(lines)
 
 
@@ -471,9 +508,12 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(3):  # warm-up: lazy init, allocator, first connections
                 send(image, seed)
             rows = []
+            take_timings = getattr(send, "take_timings", list)  # direct mode only: TorchServe's handler is remote
             for c in args.concurrency:
                 run_level(send, image, c, c)  # warm-up at this batch size (first call per shape is slow on CPU)
+                take_timings()
                 rows.append(run_level(send, image, c, args.requests or max(16, 2 * c)))
+                rows[-1].update(batch_stats(take_timings()))
                 print(f"concurrency {c}: p50 {rows[-1]['p50']:.0f} ms, {rows[-1]['videos_s']:.2f} videos/s", flush=True)
         finally:
             stop()

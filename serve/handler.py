@@ -43,6 +43,7 @@ class VsynHandler:
         self.device = torch.device("cpu")
         self.autocast: torch.dtype | None = None  # None: plain fp32
         self.encoder_preset = x264_preset(None)
+        self.last_batch: tuple[int, float, float] | None = None  # (videos, generate ms, encode ms) of the last group
         self.initialized = False
 
     def initialize(self, context: Any) -> None:
@@ -149,10 +150,8 @@ class VsynHandler:
         jobs = [self.encoder.submit(resize_and_encode, video, req.out_size, fps=req.fps, fmt=req.fmt,
                                     preset=self.encoder_preset) for req, video in zip(reqs, videos)]  # fmt: skip
         encoded = [job.result() for job in jobs]
-        log.debug(
-            "batch of %d x %d frames: generate %.0f ms, encode %.0f ms",
-            len(reqs), frames, 1e3 * (generated - start), 1e3 * (time.perf_counter() - generated),
-        )  # fmt: skip
+        self.last_batch = (len(reqs), 1e3 * (generated - start), 1e3 * (time.perf_counter() - generated))
+        log.debug("batch of %d x %d frames: generate %.0f ms, encode %.0f ms", len(reqs), frames, *self.last_batch[1:])
         return encoded
 
     @staticmethod
