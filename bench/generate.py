@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from profiling import profile_to  # bench/profiling.py
 from record import append_report, provenance  # bench/record.py
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,19 +73,16 @@ def landscapes(batch: int, res: int, rng: np.random.Generator) -> np.ndarray:
 
 def timed_ms(fn, repeats: int, device: torch.device) -> float:
     """Median ms of `fn()`, CUDA events on a GPU (device time), wall clock on a CPU."""
+    if device.type != "cuda":
+        return wall_ms(fn, repeats)
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - t0))
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
     return statistics.median(times)
 
 
@@ -109,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoder-preset", default="veryfast")
     p.add_argument("--encode-threads", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--profile", default="", help="write a kernel table of one eager forward per batch size here")
+    p.add_argument("--profile", default="", help="write profile tables of one eager forward per batch size here")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -141,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
                         gen_ms = timed_ms(lambda: model(x, num_frames=frames), args.repeats, device)
                         anim_ms = wall_ms(lambda: animate(model, images, num_frames=frames), args.repeats)
                         if args.profile and graphs == "off":
-                            profile(lambda: model(x, num_frames=frames), device,
-                                    Path(args.profile) / f"generate-{args.config}-{precision}-{layout}-{name}-b{batch}.txt")
+                            path = Path(args.profile) / f"generate-{args.config}-{precision}-{layout}-{name}-b{batch}.txt"
+                            profile_to(path, lambda: model(x, num_frames=frames), device)
+                            print(f"profile -> {path}", flush=True)
                     enc_ms = wall_ms(lambda: list(encoder.map(
                         lambda v: encode_video(v, fmt="mp4", preset=args.encoder_preset), videos)), 3)
                     row = [str(batch), precision, layout, name, graphs, f"{gen_ms:.1f}", f"{anim_ms:.1f}", f"{enc_ms:.1f}",
@@ -160,23 +159,6 @@ def main(argv: list[str] | None = None) -> int:
             f"`animate` (upload, forward, uint8, download); encode ms: the batch's mp4s ({args.encoder_preset}) on "
             f"{args.encode_threads} threads; medians of {args.repeats} (encode: 3)", "", table, ""]))
     return 0
-
-
-def profile(fn, device: torch.device, path: Path) -> None:
-    """Kernels of one call by self device time (the generator's hot spots)."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch_profile(activities=activities) as prof:
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=90) + "\n\n"
-                    + prof.key_averages(group_by_input_shape=True).table(
-                        sort_by=key, row_limit=40, max_name_column_width=40, max_shapes_column_width=120))
-    print(f"profile -> {path}", flush=True)
 
 
 if __name__ == "__main__":

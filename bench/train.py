@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from profiling import profile_to  # noqa: E402  (bench/profiling.py)
 from record import RESULTS, append_report, commit, machine  # noqa: E402  (bench/record.py)
 from vsyn.config import Config, load_config  # noqa: E402
 from vsyn.errors import VsynError  # noqa: E402
@@ -268,23 +269,8 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
 
 
 def profile_cycle(cycle, path: Path, device: torch.device) -> None:
-    """One cycle under torch.profiler: the ops by device (or CPU) time, printed and written to `path`."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        cycle(timed=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    table = prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70)
-    # The kernels themselves (self time) and the ops by input shape: which layer the time goes to.
-    self_key = "self_" + key
-    kernels = prof.key_averages().table(sort_by=self_key, row_limit=40, max_name_column_width=90)
-    shapes = prof.key_averages(group_by_input_shape=True).table(
-        sort_by=key, row_limit=60, max_name_column_width=40, max_shapes_column_width=110)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{table}\n\n# by self time\n{kernels}\n\n# by input shape\n{shapes}\n")
+    """One cycle under torch.profiler (bench/profiling.py): its tables written to `path`, the first printed."""
+    table = profile_to(path, lambda: cycle(timed=False), device)
     print(f"profile of one cycle -> {path}\n" + "\n".join(table.splitlines()[:22]), flush=True)
 
 
