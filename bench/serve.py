@@ -253,8 +253,9 @@ class WorkerPoolTarget:
         ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
         self.requests, self.results = ctx.Queue(), ctx.Queue()
         batch_lock = ctx.Lock()
+        # not daemons: a daemonic process may not have children, and a worker may have encode processes
         self.procs = [ctx.Process(target=_worker_main, args=(i, spec, self.requests, self.results, batch_lock),
-                                  name=f"vsyn-worker-{i}") for i in range(workers)]  # not daemons: a worker may have encode processes
+                                  name=f"vsyn-worker-{i}") for i in range(workers)]  # fmt: skip
         self.pending: dict[int, Future] = {}
         self.timings: list[tuple[int, float, float]] = []  # (videos, generate ms, encode ms) per batch, all workers
         self.ids = itertools.count()

@@ -235,7 +235,7 @@ class FusedLeakyReLU(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.leaky_relu(x + self.bias[:, None, None], 0.2) * SQRT2
+        return _activate(x, self.bias, lrelu=True)
 
 
 class StyledConv(nn.Module):
