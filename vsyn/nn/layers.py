@@ -95,7 +95,7 @@ def fold_blur(weight: Tensor, kernel: Tensor) -> Tensor:
 
 
 # Devices where upsample_conv folds the blur into the transposed conv: memory-bound GPUs gain, compute-bound CPUs
-# lose (4x the transposed conv's FLOPs; sky128 at batch 1 on a 2-core CPU was no faster folded).
+# lose (4x the transposed conv's FLOPs; sky128 at batch 1 on a 2-core CPU was no faster folded, one run: RESULTS.md).
 FOLD_BLUR_DEVICES = {"cuda"}
 
 
