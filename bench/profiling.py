@@ -17,7 +17,7 @@ def profile_to(path: Path, fn: Callable[[], object], device: torch.device) -> st
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=True) as prof:
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -1,0 +1,118 @@
+"""How fast cuDNN runs the temporal critic's 3D convolutions, per layer, in each memory layout and formulation.
+
+The sky128 temporal critic (ch 64, 25 frames, full resolution) is most of a 128 px training cycle's FLOPs, and a
+profile put its 3D convolutions far below the GPU's bf16 peak. For each of its conv3d layers this times forward
+and forward + backward (input and weight gradients) with CUDA events, in NCDHW and channels_last_3d, and for the
+stride-2 4×4×4 layers (conv3 → pool folded, `vsyn.nn.layers.conv_then_pool`) also as space-to-depth followed by a
+stride-1 2×2×2 convolution (`vsyn.nn.layers.strided_conv_as_space_to_depth`): the same linear map, checked here
+against the direct convolution.
+
+    python bench/conv3d.py --batch 16 --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from record import RESULTS, append_report, provenance  # bench/record.py
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vsyn.nn.layers import strided_conv_as_space_to_depth  # noqa: E402
+
+# (name, in channels, out channels, kernel, stride, padding, input T, input side) of the sky128 temporal critic
+LAYERS = [
+    ("block1.conv1", 3, 128, 3, 1, 1, 25, 128),
+    ("block1.conv2+pool", 128, 128, 4, 2, 1, 25, 128),
+    ("block2.conv1", 128, 256, 3, 1, 1, 12, 64),
+    ("block2.conv2+pool", 256, 256, 4, 2, 1, 12, 64),
+]
+
+
+def cuda_ms(fn: Callable[[], object], reps: int) -> float:
+    """Median device time of `fn` over `reps` calls, after two warm-up calls (cuDNN autotuning happens there)."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=16, help="clips (16: real + fake of a batch of 8)")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("bench/conv3d.py times cuDNN: it needs a CUDA device")
+    torch.backends.cudnn.benchmark = True
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    dev = torch.device("cuda")
+    rows = []
+    for name, cin, cout, k, stride, pad, t, side in LAYERS:
+        x0 = torch.randn(args.batch, cin, t, side, side, device=dev, dtype=dtype)
+        w0 = torch.randn(cout, cin, k, k, k, device=dev, dtype=dtype) / (cin * k**3) ** 0.5
+        out_shape = F.conv3d(x0[:1], w0, stride=stride, padding=pad).shape
+        flops = 2 * cin * cout * k**3 * args.batch * out_shape[2:].numel()
+        forms = {"direct": lambda x, w: F.conv3d(x, w, stride=stride, padding=pad)}
+        if stride == 2:
+            forms["space-to-depth"] = lambda x, w: strided_conv_as_space_to_depth(x, w, pad)
+        if cin < 8:  # zero channels up to 8: 16-byte rows for the NDHWC kernels
+            forms["channels padded to 8"] = lambda x, w: F.conv3d(
+                F.pad(x, (0, 0, 0, 0, 0, 0, 0, 8 - cin)), F.pad(w, (0, 0, 0, 0, 0, 0, 0, 8 - cin)), stride=stride,
+                padding=pad)
+        for layout, fmt in (("ncdhw", torch.contiguous_format), ("cl3d", torch.channels_last_3d)):
+            x = x0.contiguous(memory_format=fmt).requires_grad_(True)
+            w = w0.contiguous(memory_format=fmt).requires_grad_(True)
+            reference = F.conv3d(x0.float()[:2], w0.float(), stride=stride, padding=pad)
+            for form, run in forms.items():
+                err = (run(x[:2], w).float() - reference).abs().max().item() / reference.abs().max().item()
+                grad = torch.randn(args.batch, *out_shape[1:], device=dev, dtype=dtype)
+
+                def forward():
+                    with torch.no_grad():
+                        return run(x, w)
+
+                def forward_backward(inputs=(x, w)):
+                    torch.autograd.backward(run(x, w), grad, inputs=list(inputs))
+
+                fwd = cuda_ms(forward, args.reps)
+                both = cuda_ms(forward_backward, args.reps)
+                wgrad = cuda_ms(lambda: forward_backward((w,)), args.reps) - fwd
+                x.grad = w.grad = None
+                rows.append(f"| {name} | {layout} | {form} | {fwd:.2f} | {flops / fwd / 1e9:.0f} | {both - fwd - wgrad:.2f} | "
+                            f"{wgrad:.2f} | {both:.2f} | {3 * flops / both / 1e9:.0f} | {err:.1e} |")
+                print(rows[-1], flush=True)
+        del x0, w0
+        torch.cuda.empty_cache()
+    report = "\n".join([
+        f"\n## bench/conv3d.py: the sky128 temporal critic's 3D convolutions, batch {args.batch}, {args.dtype} — "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "", *provenance(),
+        "- device time per call (median of CUDA events), cuDNN autotuned; TFLOP/s from the direct convolution's "
+        "FLOPs (forward + backward counted as 3x the forward); input grad = fwd+bwd − fwd − weight grad, weight grad = (fwd + weight-only bwd) − fwd; error: max |form − fp32 direct| / max |fp32 direct|",
+        "", "| layer | layout | form | forward ms | TFLOP/s | input grad ms | weight grad ms | fwd + bwd ms | TFLOP/s | "
+        "rel. error |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *rows, ""])
+    print(report)
+    if not args.no_record:
+        append_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
