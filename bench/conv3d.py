@@ -4,8 +4,8 @@ The sky128 temporal critic (ch 64, 25 frames, full resolution) is most of a 128 
 profile put its 3D convolutions far below the GPU's bf16 peak. For each of its conv3d layers this times forward
 and forward + backward (input and weight gradients) with CUDA events, in NCDHW and channels_last_3d, and for the
 stride-2 4×4×4 layers (conv3 → pool folded, `vsyn.nn.layers.conv_then_pool`) also as space-to-depth followed by a
-stride-1 2×2×2 convolution (`vsyn.nn.layers.strided_conv_as_space_to_depth`): the same linear map, checked here
-against the direct convolution.
+stride-1 2×2×2 convolution (`strided_conv_as_space_to_depth` below): the same linear map, checked here against the
+direct convolution (and in float64 by tests/bench/test_conv3d_forms.py).
 
     python bench/conv3d.py --batch 16 --dtype bf16
 """
@@ -13,6 +13,7 @@ against the direct convolution.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,13 +21,11 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from record import RESULTS, append_report, provenance  # bench/record.py
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vsyn.nn.layers import strided_conv_as_space_to_depth  # noqa: E402
 
 # (name, in channels, out channels, kernel, stride, padding, input T, input side) of the sky128 temporal critic
 LAYERS = [
@@ -35,6 +34,40 @@ LAYERS = [
     ("block2.conv1", 128, 256, 3, 1, 1, 12, 64),
     ("block2.conv2+pool", 256, 256, 4, 2, 1, 12, 64),
 ]
+
+
+def strided_conv_as_space_to_depth(x: Tensor, weight: Tensor, padding: int, bias: Tensor | None = None) -> Tensor:
+    """conv(x, weight, stride=2, padding) for an even kernel, as space-to-depth then a stride-1 convolution.
+
+    The same linear map: output i reads padded inputs 2i … 2i+K−1, i.e. K/2 whole 2-blocks, so folding each 2-block
+    (2^d phases) into channels turns it into a (K/2)-tap stride-1 convolution over C·2^d channels. cuDNN may run
+    that dense form faster than the strided one. Keeps x's memory format.
+    """
+    dims = weight.ndim - 2
+    n, c, *size = x.shape
+    o, _, *kernel = weight.shape
+    assert all(k % 2 == 0 for k in kernel), kernel
+    blocks = [(s + 2 * padding - k) // 2 + k // 2 for s, k in zip(size, kernel)]  # 2-blocks the outputs read
+    pads: list[int] = []
+    for s, b in zip(reversed(size), reversed(blocks)):  # F.pad's order: last dim first; negative crops
+        pads += [padding, 2 * b - s - padding]
+    xp = F.pad(x, pads)
+    channels_last = x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) or \
+        x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    # (N, C, B1, 2, B2, 2, …) -> channel index c·2^d + phase (phases in dim order)
+    split = xp.reshape(n, c, *[v for b in blocks for v in (b, 2)])
+    phase_dims = [3 + 2 * i for i in range(dims)]
+    block_dims = [2 + 2 * i for i in range(dims)]
+    if channels_last:
+        xs = split.permute(0, *block_dims, 1, *phase_dims).contiguous()
+        xs = xs.reshape(n, *blocks, c * 2**dims).permute(0, dims + 1, *range(1, dims + 1))
+    else:
+        xs = split.permute(0, 1, *phase_dims, *block_dims).reshape(n, c * 2**dims, *blocks)
+    w = weight.reshape(o, -1, *[v for k in kernel for v in (k // 2, 2)])
+    w = w.permute(0, 1, *phase_dims, *block_dims).reshape(o, -1, *(k // 2 for k in kernel))
+    if channels_last:
+        w = w.contiguous(memory_format=torch.channels_last_3d if dims == 3 else torch.channels_last)
+    return (F.conv3d if dims == 3 else F.conv2d)(xs, w, bias)
 
 
 def cuda_ms(fn: Callable[[], object], reps: int) -> float:
@@ -64,7 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.benchmark = True
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     dev = torch.device("cuda")
-    rows = []
+    rows: list[str] = []
+    # a `timeout` (SIGTERM) still records the rows measured so far
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        measure(args, dtype, dev, rows)
+    finally:
+        record(args, rows)
+    return 0
+
+
+def measure(args: argparse.Namespace, dtype: torch.dtype, dev: torch.device, rows: list[str]) -> None:
     for name, cin, cout, k, stride, pad, t, side in LAYERS:
         x0 = torch.randn(args.batch, cin, t, side, side, device=dev, dtype=dtype)
         w0 = torch.randn(cout, cin, k, k, k, device=dev, dtype=dtype) / (cin * k**3) ** 0.5
@@ -96,22 +139,28 @@ def main(argv: list[str] | None = None) -> int:
                 both = cuda_ms(forward_backward, args.reps)
                 wgrad = cuda_ms(lambda: forward_backward((w,)), args.reps) - fwd
                 x.grad = w.grad = None
-                rows.append(f"| {name} | {layout} | {form} | {fwd:.2f} | {flops / fwd / 1e9:.0f} | {both - fwd - wgrad:.2f} | "
-                            f"{wgrad:.2f} | {both:.2f} | {3 * flops / both / 1e9:.0f} | {err:.1e} |")
+                rows.append(f"| {name} | {layout} | {form} | {fwd:.2f} | {flops / fwd / 1e9:.0f} | "
+                            f"{both - fwd - wgrad:.2f} | {wgrad:.2f} | {both:.2f} | {3 * flops / both / 1e9:.0f} | "
+                            f"{err:.1e} |")
                 print(rows[-1], flush=True)
         del x0, w0
         torch.cuda.empty_cache()
+
+
+def record(args: argparse.Namespace, rows: list[str]) -> None:
+    if not rows:
+        return
     report = "\n".join([
         f"\n## bench/conv3d.py: the sky128 temporal critic's 3D convolutions, batch {args.batch}, {args.dtype} — "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "", *provenance(),
         "- device time per call (median of CUDA events), cuDNN autotuned; TFLOP/s from the direct convolution's "
-        "FLOPs (forward + backward counted as 3x the forward); input grad = fwd+bwd − fwd − weight grad, weight grad = (fwd + weight-only bwd) − fwd; error: max |form − fp32 direct| / max |fp32 direct|",
+        "FLOPs (forward + backward counted as 3x the forward); input grad = fwd+bwd − fwd − weight grad, "
+        "weight grad = (fwd + weight-only bwd) − fwd; error: max |form − fp32 direct| / max |fp32 direct|",
         "", "| layer | layout | form | forward ms | TFLOP/s | input grad ms | weight grad ms | fwd + bwd ms | TFLOP/s | "
         "rel. error |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *rows, ""])
     print(report)
     if not args.no_record:
         append_report(report)
-    return 0
 
 
 if __name__ == "__main__":

@@ -165,8 +165,7 @@ def build(cfg: Config):
 
 # --precision tokens: the train.precision and loss.penalty_precision they stand for
 PRECISIONS = {"fp32": ("fp32", "fp32"), "bf16": ("bf16", "fp32"), "bf16+penalty": ("bf16", "autocast")}
-# cl: the critics in channels_last (2D) and channels_last_3d (3D); cl2d: 2D channels_last, 3D NCDHW
-LAYOUTS = {"nchw": (False, True), "cl": (True, True), "cl2d": (True, False)}
+LAYOUTS = {"nchw": False, "cl": True}  # cl: the critics in channels_last (2D) and channels_last_3d (3D)
 
 
 def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args: argparse.Namespace,
@@ -175,7 +174,7 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
     train_precision, penalty_precision = PRECISIONS[precision]
     extra = [f"train.precision={train_precision}", f"loss.penalty_precision={penalty_precision}",
              f"train.compile={mode == 'compiled'}", f"train.cuda_graphs={mode == 'graphed'}",
-             f"train.channels_last={LAYOUTS[layout][0]}", f"train.channels_last_3d={LAYOUTS[layout][1]}",
+             f"train.channels_last={LAYOUTS[layout]}",
              f"train.distributed={args.distributed}"]
     if args.batch:
         extra.append(f"train.batch={args.batch}")
@@ -286,8 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", default="sky128,bair64", help=f"comma list of {', '.join(CONFIGS)}")
     p.add_argument("--precision", default="fp32,bf16,bf16+penalty",
                    help="comma list of fp32, bf16 (penalties in fp32), bf16+penalty (penalties under autocast too)")
-    p.add_argument("--layout", default="nchw", help="comma list of nchw, cl (channels_last / channels_last_3d), "
-                   "cl2d (channels_last, 3D convs NCDHW)")
+    p.add_argument("--layout", default="nchw", help="comma list of nchw, cl (channels_last / channels_last_3d)")
     p.add_argument("--mode", default="eager,compiled,graphed",
                    help="comma list of eager, compiled (regional torch.compile), graphed (each step a CUDA graph)")
     p.add_argument("--cycles", type=int, default=10, help="timed cycles (n_critic D steps + 1 G step each)")

@@ -88,8 +88,6 @@ class TrainConfig:
     # the critics in channels_last / channels_last_3d (cuDNN's native layout for bf16 convs); the generator, whose
     # per-frame reshapes would copy, stays NCHW
     channels_last: bool = False
-    # with channels_last, also the temporal critic's 3D convs in channels_last_3d (false: they stay NCDHW)
-    channels_last_3d: bool = True
     compile: bool = False  # torch.compile each block (regional); the penalties' double backward stays eager
     # capture each whole step (forward, penalty, backward, clip, Adam) as a CUDA graph and replay it: the 64 px step
     # is launch-bound. One process, ddp runtime, CUDA only (vsyn.train.steps)

@@ -34,14 +34,13 @@ def count_params(module: nn.Module, *, with_sn_vectors: bool = False) -> int:
     return n + sn_vector_count(module) if with_sn_vectors else n
 
 
-def to_channels_last(module: nn.Module, *, three_d: bool = True) -> nn.Module:
-    """In place: 4D weights to channels_last, 5D (Conv3d) weights to channels_last_3d unless `three_d=False`.
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """In place: 4D weights to channels_last, 5D (Conv3d) weights to channels_last_3d.
 
-    `module.to(memory_format=torch.channels_last)` raises on the temporal critic's 5D weights. `three_d=False` keeps
-    the 3D convolutions NCDHW: on an H100, cuDNN's bf16 backward of their stride-2 layers ran about 2x slower in
-    channels_last_3d than in NCDHW (bench/conv3d.py).
+    `module.to(memory_format=torch.channels_last)` raises on the temporal critic's 5D weights. (Keeping the 3D convs
+    NCDHW looked faster per layer but was slower in the whole step: bench/RESULTS.md, 2026-11-27 09:00.)
     """
-    formats = {4: torch.channels_last, 5: torch.channels_last_3d} if three_d else {4: torch.channels_last}
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
     for p in module.parameters():
         if p.dim() in formats:
             p.data = p.data.contiguous(memory_format=formats[p.dim()])
@@ -328,40 +327,6 @@ def _box_fold_matrix(kernel: tuple[int, ...], device: torch.device, dtype: torch
     box = torch.full((1, 1) + (2,) * dims, 0.5**dims, dtype=torch.float64)
     transpose = F.conv_transpose2d if dims == 2 else F.conv_transpose3d
     return transpose(eye, box).flatten(1).to(device=device, dtype=dtype)
-
-
-def strided_conv_as_space_to_depth(x: Tensor, weight: Tensor, padding: int, bias: Tensor | None = None) -> Tensor:
-    """conv(x, weight, stride=2, padding) for an even kernel, as space-to-depth then a stride-1 convolution.
-
-    The same linear map: output i reads padded inputs 2i … 2i+K−1, i.e. K/2 whole 2-blocks, so folding each 2-block
-    (2^d phases) into channels turns it into a (K/2)-tap stride-1 convolution over C·2^d channels. cuDNN may run
-    that dense form faster than the strided one (bench/conv3d.py measures both). Keeps x's memory format.
-    """
-    dims = weight.ndim - 2
-    n, c, *size = x.shape
-    o, _, *kernel = weight.shape
-    assert all(k % 2 == 0 for k in kernel), kernel
-    blocks = [(s + 2 * padding - k) // 2 + k // 2 for s, k in zip(size, kernel)]  # 2-blocks the outputs read
-    pads: list[int] = []
-    for s, b in zip(reversed(size), reversed(blocks)):  # F.pad's order: last dim first; negative crops
-        pads += [padding, 2 * b - s - padding]
-    xp = F.pad(x, pads)
-    channels_last = x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) or \
-        x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-    # (N, C, B1, 2, B2, 2, …) -> channel index c·2^d + phase (phases in dim order)
-    split = xp.reshape(n, c, *[v for b in blocks for v in (b, 2)])
-    phase_dims = [3 + 2 * i for i in range(dims)]
-    block_dims = [2 + 2 * i for i in range(dims)]
-    if channels_last:
-        xs = split.permute(0, *block_dims, 1, *phase_dims).contiguous()
-        xs = xs.reshape(n, *blocks, c * 2**dims).permute(0, dims + 1, *range(1, dims + 1))
-    else:
-        xs = split.permute(0, 1, *phase_dims, *block_dims).reshape(n, c * 2**dims, *blocks)
-    w = weight.reshape(o, -1, *[v for k in kernel for v in (k // 2, 2)])
-    w = w.permute(0, 1, *phase_dims, *block_dims).reshape(o, -1, *(k // 2 for k in kernel))
-    if channels_last:
-        w = w.contiguous(memory_format=torch.channels_last_3d if dims == 3 else torch.channels_last)
-    return (F.conv3d if dims == 3 else F.conv2d)(xs, w, bias)
 
 
 def conv_then_pool(x: Tensor, conv: nn.Module) -> Tensor:

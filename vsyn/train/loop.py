@@ -91,8 +91,8 @@ def setup(cfg: Config, log_dir: Path | None) -> tuple[Runtime, GeneratorEMA]:
     ema = GeneratorEMA(generator, t.ema_halflife_kimg, t.ema_rampup)
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = t.cudnn_benchmark
-    if t.channels_last:  # the critics' 2D weights channels_last, 3D weights channels_last_3d unless told otherwise
-        to_channels_last(critics, three_d=t.channels_last_3d)
+    if t.channels_last:  # the critics' 2D weights channels_last, 3D weights channels_last_3d
+        to_channels_last(critics)
     # fused Adam: a few kernels per step instead of dozens (the GPU waits on launches at 64 px); DeepSpeed keeps
     # its own tested path
     fused = torch.cuda.is_available() and t.distributed == "ddp"
