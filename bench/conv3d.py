@@ -156,8 +156,8 @@ def record(args: argparse.Namespace, rows: list[str]) -> None:
         "- device time per call (median of CUDA events), cuDNN autotuned; TFLOP/s from the direct convolution's "
         "FLOPs (forward + backward counted as 3x the forward); input grad = fwd+bwd − fwd − weight grad, "
         "weight grad = (fwd + weight-only bwd) − fwd; error: max |form − fp32 direct| / max |fp32 direct|",
-        "", "| layer | layout | form | forward ms | TFLOP/s | input grad ms | weight grad ms | fwd + bwd ms | TFLOP/s | "
-        "rel. error |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *rows, ""])
+        "", "| layer | layout | form | forward ms | TFLOP/s | input grad ms | weight grad ms | fwd + bwd ms | "
+        "TFLOP/s | rel. error |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *rows, ""])
     print(report)
     if not args.no_record:
         append_report(report)
