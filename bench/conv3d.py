@@ -4,8 +4,9 @@ The sky128 temporal critic (ch 64, 25 frames, full resolution) is most of a 128 
 profile put its 3D convolutions far below the GPU's bf16 peak. For each of its conv3d layers this times forward
 and forward + backward (input and weight gradients) with CUDA events, in NCDHW and channels_last_3d, and for the
 stride-2 4×4×4 layers (conv3 → pool folded, `vsyn.nn.layers.conv_then_pool`) also as space-to-depth followed by a
-stride-1 2×2×2 convolution (`strided_conv_as_space_to_depth` below): the same linear map, checked here against the
-direct convolution (and in float64 by tests/bench/test_conv3d_forms.py).
+stride-1 2×2×2 convolution (`strided_conv_as_space_to_depth` below), and the RGB input layer also as im2col + one
+matmul (`vsyn.nn.layers.few_channel_conv`, what the critic runs on a GPU). Each form is checked here against the
+direct convolution (and in float64 by tests/bench/test_conv3d_forms.py and tests/nn/test_few_channel_conv.py).
 
     python bench/conv3d.py --batch 16 --dtype bf16
 """
@@ -17,6 +18,7 @@ import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -26,6 +28,9 @@ from torch import Tensor
 from record import RESULTS, append_report, provenance  # bench/record.py
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vsyn.nn.layers import IM2COL_MAX_CHANNELS, few_channel_conv  # noqa: E402
 
 # (name, in channels, out channels, kernel, stride, padding, input T, input side) of the sky128 temporal critic
 LAYERS = [
@@ -90,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16, help="clips (16: real + fake of a batch of 8)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--layers", default="", help=f"comma list of {', '.join(n for n, *_ in LAYERS)} (default: all)")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -109,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args: argparse.Namespace, dtype: torch.dtype, dev: torch.device, rows: list[str]) -> None:
     for name, cin, cout, k, stride, pad, t, side in LAYERS:
+        if args.layers and name not in args.layers.split(","):
+            continue
         x0 = torch.randn(args.batch, cin, t, side, side, device=dev, dtype=dtype)
         w0 = torch.randn(cout, cin, k, k, k, device=dev, dtype=dtype) / (cin * k**3) ** 0.5
         out_shape = F.conv3d(x0[:1], w0, stride=stride, padding=pad).shape
@@ -116,6 +124,9 @@ def measure(args: argparse.Namespace, dtype: torch.dtype, dev: torch.device, row
         forms = {"direct": lambda x, w: F.conv3d(x, w, stride=stride, padding=pad)}
         if stride == 2:
             forms["space-to-depth"] = lambda x, w: strided_conv_as_space_to_depth(x, w, pad)
+        if cin <= IM2COL_MAX_CHANNELS:  # what the critic runs on a GPU
+            forms["im2col + matmul"] = lambda x, w: few_channel_conv(x, SimpleNamespace(
+                weight=w, bias=None, stride=(1,) * 3, padding=(pad,) * 3, dilation=(1,) * 3, groups=1), im2col=True)
         if cin < 8:  # zero channels up to 8: 16-byte rows for the NDHWC kernels
             forms["channels padded to 8"] = lambda x, w: F.conv3d(
                 F.pad(x, (0, 0, 0, 0, 0, 0, 0, 8 - cin)), F.pad(w, (0, 0, 0, 0, 0, 0, 0, 8 - cin)), stride=stride,
