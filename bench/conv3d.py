@@ -5,8 +5,8 @@ profile put its 3D convolutions far below the GPU's bf16 peak. For each of its c
 and forward + backward (input and weight gradients) with CUDA events, in NCDHW and channels_last_3d, and for the
 stride-2 4×4×4 layers (conv3 → pool folded, `vsyn.nn.layers.conv_then_pool`) also as space-to-depth followed by a
 stride-1 2×2×2 convolution (`strided_conv_as_space_to_depth` below), and the RGB input layer also as im2col + one
-matmul (`vsyn.nn.layers.few_channel_conv`, what the critic runs on a GPU). Each form is checked here against the
-direct convolution (and in float64 by tests/bench/test_conv3d_forms.py and tests/nn/test_few_channel_conv.py).
+matmul (`im2col_conv` below). Each form is checked here against the direct convolution, and in float64 with its
+gradients by tests/bench/test_conv3d_forms.py.
 
     python bench/conv3d.py --batch 16 --dtype bf16
 """
@@ -14,11 +14,12 @@ direct convolution (and in float64 by tests/bench/test_conv3d_forms.py and tests
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -28,9 +29,6 @@ from torch import Tensor
 from record import RESULTS, append_report, provenance  # bench/record.py
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vsyn.nn.layers import IM2COL_MAX_CHANNELS, few_channel_conv  # noqa: E402
 
 # (name, in channels, out channels, kernel, stride, padding, input T, input side) of the sky128 temporal critic
 LAYERS = [
@@ -73,6 +71,26 @@ def strided_conv_as_space_to_depth(x: Tensor, weight: Tensor, padding: int, bias
     if channels_last:
         w = w.contiguous(memory_format=torch.channels_last_3d if dims == 3 else torch.channels_last)
     return (F.conv3d if dims == 3 else F.conv2d)(xs, w, bias)
+
+
+def im2col_conv(x: Tensor, weight: Tensor, padding: int, bias: Tensor | None = None) -> Tensor:
+    """conv(x, weight, stride=1, padding) as the stacked shifted windows of the padded input (N, *S, C·∏k, padded to
+    a multiple of 8 for tensor cores) times the flattened weight: one matmul, whose derivatives are matmuls and slice
+    sums. For few input channels (the critic's RGB layer) it avoids cuDNN's small-channel kernels. Output is
+    channels-last in memory.
+    """
+    o, c, *kernel = weight.shape
+    n, _, *size = x.shape
+    taps = math.prod(kernel)
+    width = -(-taps * c // 8) * 8
+    xp = F.pad(x, [padding] * 2 * len(size)).movedim(1, -1)  # (N, *S+2p, C)
+    out_size = [s + 2 * padding - k + 1 for s, k in zip(size, kernel)]
+    windows = [xp[(slice(None), *(slice(d, d + s) for d, s in zip(offset, out_size)))]
+               for offset in itertools.product(*(range(k) for k in kernel))]
+    if width > taps * c:
+        windows.append(x.new_zeros(n, *out_size, width - taps * c))
+    w = F.pad(weight.movedim(1, -1).reshape(o, taps * c), (0, width - taps * c))  # (O, tap·C) as the columns
+    return F.linear(torch.cat(windows, dim=-1), w, bias).movedim(-1, 1)
 
 
 def cuda_ms(fn: Callable[[], object], reps: int) -> float:
@@ -124,9 +142,8 @@ def measure(args: argparse.Namespace, dtype: torch.dtype, dev: torch.device, row
         forms = {"direct": lambda x, w: F.conv3d(x, w, stride=stride, padding=pad)}
         if stride == 2:
             forms["space-to-depth"] = lambda x, w: strided_conv_as_space_to_depth(x, w, pad)
-        if cin <= IM2COL_MAX_CHANNELS:  # what the critic runs on a GPU
-            forms["im2col + matmul"] = lambda x, w: few_channel_conv(x, SimpleNamespace(
-                weight=w, bias=None, stride=(1,) * 3, padding=(pad,) * 3, dilation=(1,) * 3, groups=1), im2col=True)
+        if cin < 8 and stride == 1:
+            forms["im2col + matmul"] = lambda x, w: im2col_conv(x, w, pad)
         if cin < 8:  # zero channels up to 8: 16-byte rows for the NDHWC kernels
             forms["channels padded to 8"] = lambda x, w: F.conv3d(
                 F.pad(x, (0, 0, 0, 0, 0, 0, 0, 8 - cin)), F.pad(w, (0, 0, 0, 0, 0, 0, 0, 8 - cin)), stride=stride,

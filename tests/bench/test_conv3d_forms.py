@@ -1,4 +1,4 @@
-"""bench/conv3d.py's space-to-depth form is the strided convolution it stands in for (float64, CPU)."""
+"""bench/conv3d.py's other forms (space-to-depth, im2col) are the convolutions they stand in for (float64, CPU)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,17 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture(scope="module")
-def space_to_depth():
+def bench():
     sys.path.insert(0, str(BENCH))
     try:
-        return importlib.import_module("conv3d").strided_conv_as_space_to_depth
+        return importlib.import_module("conv3d")
     finally:
         sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def space_to_depth(bench):
+    return bench.strided_conv_as_space_to_depth
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -43,3 +48,25 @@ def test_space_to_depth_equals_strided_conv(space_to_depth, dims, kernel, paddin
     expected = torch.autograd.grad(reference, (x, w), grad)
     for got, want in zip(torch.autograd.grad(out, (x, w), grad), expected):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("channels,kernel,padding", [(3, 3, 1), (1, 3, 0), (4, 1, 0), (2, 5, 2)])
+def test_im2col_equals_conv(bench, dims, channels, kernel, padding):
+    g = torch.Generator().manual_seed(dims * 10 + channels + kernel)
+    size = (6, 7, 5) if dims == 3 else (7, 6)
+    x = torch.randn(2, channels, *size, dtype=torch.float64, generator=g)
+    w = torch.randn(5, channels, *(kernel,) * dims, dtype=torch.float64, generator=g)
+    b = torch.randn(5, dtype=torch.float64, generator=g)
+    reference = (F.conv3d if dims == 3 else F.conv2d)(x, w, b, padding=padding)
+    torch.testing.assert_close(bench.im2col_conv(x, w, padding, b), reference, rtol=0, atol=1e-12)
+
+
+def test_im2col_gradients_of_every_order(bench):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 3, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, generator=g, requires_grad=True)
+    conv = lambda x, w, b: bench.im2col_conv(x, w, 1, b)  # noqa: E731
+    assert torch.autograd.gradcheck(conv, (x, w, b))
+    assert torch.autograd.gradgradcheck(conv, (x, w, b))

@@ -7,7 +7,6 @@ Shapes are written as comments in signatures and asserted at entry. Tensors of f
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 
 import torch
@@ -320,53 +319,6 @@ class ConvGRU(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 
 
-# Devices where a convolution with few input channels runs as im2col + one matmul (`few_channel_conv`). On an H100
-# cuDNN ran the temporal critic's first conv (3 -> 128 channels, 3x3x3, full resolution) at about 20 TFLOP/s in every
-# layout (bench/conv3d.py); with its penalty passes it was about 16% of a sky128 training cycle's device time.
-IM2COL_DEVICES = {"cuda"}
-IM2COL_MAX_CHANNELS = 4
-
-
-def few_channel_conv(x: Tensor, conv: nn.Module, *, im2col: bool | None = None) -> Tensor:
-    """`conv(x)` for a stride-1 Conv2d/Conv3d; with `im2col` (default: few input channels, on IM2COL_DEVICES) as
-    the stacked shifted copies of the padded input (N, *S, C·∏k) times the flattened weight, in one matmul.
-
-    The same linear map (tests/nn/test_few_channel_conv.py, float64, gradients of every order): its derivatives are
-    matmuls and slice sums, fast kernels for the gradient penalty's double backward too. The im2col copy holds
-    ∏k·C values a position (81 for a 3×3×3 conv of RGB), padded to a multiple of 8 so the matmul runs on tensor
-    cores. The output is channels-last (NHWC / NDHWC memory). Reads `conv.weight` once, as `conv(x)` does (spectral
-    norm's power iteration runs once per access in training mode).
-    """
-    weight, bias = conv.weight, conv.bias
-    dims = weight.ndim - 2
-    o, c, *kernel = weight.shape
-    use = im2col if im2col is not None else (x.device.type in IM2COL_DEVICES and c <= IM2COL_MAX_CHANNELS)
-    if not use:
-        return conv._conv_forward(x, weight, bias)
-    assert conv.stride == (1,) * dims and conv.dilation == (1,) * dims and conv.groups == 1, conv
-    padding = conv.padding
-    dev = x.device.type
-    if torch.is_autocast_enabled(dev):  # build the big copy in the autocast dtype, not fp32
-        dtype = torch.get_autocast_dtype(dev)
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
-    n, _, *size = x.shape
-    taps = math.prod(kernel)
-    width = -(-taps * c // 8) * 8  # columns, a multiple of 8 (16-byte rows in bf16)
-    xp = F.pad(x, [p for q in reversed(padding) for p in (q, q)]).movedim(1, -1)  # (N, *S+2p, C)
-    out_size = [s + 2 * q - k + 1 for s, q, k in zip(size, padding, kernel)]
-    windows = [xp[(slice(None), *(slice(d, d + s) for d, s in zip(offset, out_size)))]
-               for offset in itertools.product(*(range(k) for k in kernel))]
-    if width > taps * c:
-        windows.append(x.new_zeros(n, *out_size, width - taps * c))
-    cols = torch.cat(windows, dim=-1)  # (N, *S, width): one copy
-    # weight (O, C, *k) -> (O, taps, C) to match the columns' (tap, channel) order, zero columns appended
-    w = F.pad(weight.movedim(1, -1).reshape(o, taps * c), (0, width - taps * c))
-    with torch.autocast(dev, enabled=False):
-        out = F.linear(cols, w, bias)  # (N, *S, O)
-    return out.movedim(-1, 1)
-
-
 @functools.cache
 def _box_fold_matrix(kernel: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
     """M with w.flatten() @ M = (w ⊛ 2-tap box).flatten(): (∏k, ∏(k+1)), entries 0 or 2^−d (exact in any dtype)."""
@@ -418,7 +370,7 @@ class DownBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = x if self.first else F.relu(x)
-        h = conv_then_pool(F.relu(few_channel_conv(h, self.conv1)), self.conv2)
+        h = conv_then_pool(F.relu(self.conv1(h)), self.conv2)
         return h + self.shortcut(self.pool(x, 2))
 
 
