@@ -8,7 +8,11 @@ stride-1 2×2×2 convolution (`strided_conv_as_space_to_depth` below), and the R
 matmul (`im2col_conv` below). Each form is checked here against the direct convolution, and in float64 with its
 gradients by tests/bench/test_conv3d_forms.py.
 
-    python bench/conv3d.py --batch 16 --dtype bf16
+What it found on an H100 (bench/RESULTS.md, 2026-11-27): no other form beat the direct convolution in its best
+layout; NCDHW was cheaper per layer than channels_last_3d for the stride-2 layers' backward, yet slower in the
+whole training step; the RGB layer runs at ~20 TFLOP/s in every form tried.
+
+    python bench/conv3d.py --batch 16 --dtype bf16 [--layers block1.conv1]
 """
 
 from __future__ import annotations
