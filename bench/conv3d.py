@@ -5,7 +5,8 @@ profile put its 3D convolutions far below the GPU's bf16 peak. For each of its c
 and forward + backward (input and weight gradients) with CUDA events, in NCDHW and channels_last_3d, and for the
 stride-2 4×4×4 layers (conv3 → pool folded, `vsyn.nn.layers.conv_then_pool`) also as space-to-depth followed by a
 stride-1 2×2×2 convolution (`strided_conv_as_space_to_depth` below), and the RGB input layer also as im2col + one
-matmul (`im2col_conv` below). Each form is checked here against the direct convolution, and in float64 with its
+matmul (`im2col_conv`) and as a conv2d of each frame over its time-stacked neighbours (`time_to_channels_conv`,
+not yet timed on a GPU). Each form is checked here against the direct convolution, and in float64 with its
 gradients by tests/bench/test_conv3d_forms.py.
 
 What it found on an H100 (bench/RESULTS.md, 2026-11-27): no other form beat the direct convolution in its best
@@ -97,6 +98,28 @@ def im2col_conv(x: Tensor, weight: Tensor, padding: int, bias: Tensor | None = N
     return F.linear(torch.cat(windows, dim=-1), w, bias).movedim(-1, 1)
 
 
+def time_to_channels_conv(x: Tensor, weight: Tensor, padding: int, bias: Tensor | None = None) -> Tensor:
+    """conv3d(x, weight, stride=1, padding) as a 2D convolution of every output frame: the kt input frames it reads
+    are stacked into channels (C·kt, zero-padded to a multiple of 8), so an RGB 3×3×3 conv becomes a 3×3 conv2d over
+    N·T images of 16 channels instead of a 3D conv over 3. The copy is kt× the (small) input. Keeps x's layout.
+    """
+    o, c, kt, kh, kw = weight.shape
+    n, _, t, h, w_ = x.shape
+    t_out = t + 2 * padding - kt + 1
+    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+    xp = F.pad(x, (0, 0, 0, 0, padding, padding))
+    stacked = torch.stack([xp[:, :, j:j + t_out] for j in range(kt)], dim=2)  # (N, C, kt, T, H, W)
+    frames = stacked.permute(0, 3, 1, 2, 4, 5).reshape(n * t_out, c * kt, h, w_)
+    width = -(-c * kt // 8) * 8
+    frames = F.pad(frames, (0, 0, 0, 0, 0, width - c * kt))
+    w2 = F.pad(weight.reshape(o, c * kt, kh, kw), (0, 0, 0, 0, 0, width - c * kt))
+    if channels_last:
+        frames = frames.contiguous(memory_format=torch.channels_last)
+        w2 = w2.contiguous(memory_format=torch.channels_last)
+    out = F.conv2d(frames, w2, bias, padding=padding)  # (N·T, O, H', W')
+    return out.reshape(n, t_out, o, *out.shape[2:]).transpose(1, 2)
+
+
 def cuda_ms(fn: Callable[[], object], reps: int) -> float:
     """Median device time of `fn` over `reps` calls, after two warm-up calls (cuDNN autotuning happens there)."""
     for _ in range(2):
@@ -148,6 +171,7 @@ def measure(args: argparse.Namespace, dtype: torch.dtype, dev: torch.device, row
             forms["space-to-depth"] = lambda x, w: strided_conv_as_space_to_depth(x, w, pad)
         if cin < 8 and stride == 1:
             forms["im2col + matmul"] = lambda x, w: im2col_conv(x, w, pad)
+            forms["time-to-channels conv2d"] = lambda x, w: time_to_channels_conv(x, w, pad)
         if cin < 8:  # zero channels up to 8: 16-byte rows for the NDHWC kernels
             forms["channels padded to 8"] = lambda x, w: F.conv3d(
                 F.pad(x, (0, 0, 0, 0, 0, 0, 0, 8 - cin)), F.pad(w, (0, 0, 0, 0, 0, 0, 0, 8 - cin)), stride=stride,

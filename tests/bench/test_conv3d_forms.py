@@ -70,3 +70,29 @@ def test_im2col_gradients_of_every_order(bench):
     conv = lambda x, w, b: bench.im2col_conv(x, w, 1, b)  # noqa: E731
     assert torch.autograd.gradcheck(conv, (x, w, b))
     assert torch.autograd.gradgradcheck(conv, (x, w, b))
+
+
+@pytest.mark.parametrize("padding,kernel", [(1, 3), (0, 3), (2, 5)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_time_to_channels_equals_conv3d(bench, padding, kernel, channels_last):
+    g = torch.Generator().manual_seed(padding * 10 + kernel)
+    x = torch.randn(2, 3, 6, 7, 5, dtype=torch.float64, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    w = torch.randn(4, 3, kernel, kernel, kernel, dtype=torch.float64, generator=g)
+    b = torch.randn(4, dtype=torch.float64, generator=g)
+    reference = F.conv3d(x, w, b, padding=padding)
+    out = bench.time_to_channels_conv(x, w, padding, b)
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-12)
+    if channels_last:
+        assert out.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_time_to_channels_gradients_of_every_order(bench):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 3, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, generator=g, requires_grad=True)
+    conv = lambda x, w, b: bench.time_to_channels_conv(x, w, 1, b)  # noqa: E731
+    assert torch.autograd.gradcheck(conv, (x, w, b))
+    assert torch.autograd.gradgradcheck(conv, (x, w, b))
