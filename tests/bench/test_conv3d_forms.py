@@ -64,9 +64,9 @@ def test_im2col_equals_conv(bench, dims, channels, kernel, padding):
 
 def test_im2col_gradients_of_every_order(bench):
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 3, 3, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    w = torch.randn(4, 3, 3, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
-    b = torch.randn(4, dtype=torch.float64, generator=g, requires_grad=True)
+    x = torch.randn(1, 3, 2, 3, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(2, 3, 3, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, generator=g, requires_grad=True)
     conv = lambda x, w, b: bench.im2col_conv(x, w, 1, b)  # noqa: E731
     assert torch.autograd.gradcheck(conv, (x, w, b))
     assert torch.autograd.gradgradcheck(conv, (x, w, b))
@@ -90,9 +90,9 @@ def test_time_to_channels_equals_conv3d(bench, padding, kernel, channels_last):
 
 def test_time_to_channels_gradients_of_every_order(bench):
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 3, 3, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    w = torch.randn(4, 3, 3, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
-    b = torch.randn(4, dtype=torch.float64, generator=g, requires_grad=True)
+    x = torch.randn(1, 3, 2, 3, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(2, 3, 3, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, generator=g, requires_grad=True)
     conv = lambda x, w, b: bench.time_to_channels_conv(x, w, 1, b)  # noqa: E731
     assert torch.autograd.gradcheck(conv, (x, w, b))
     assert torch.autograd.gradgradcheck(conv, (x, w, b))
