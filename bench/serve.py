@@ -398,7 +398,7 @@ def handler_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"precision": args.precision, "cuda_graphs": args.cuda_graphs == "on",
             "encoder_preset": args.encoder_preset, "encode_threads": args.encode_threads,
             "torch_threads": args.torch_threads, "channels_last": args.channels_last,
-            "encode_processes": args.encode_processes}  # fmt: skip
+            "encode_processes": args.encode_processes, "generate_chunk": args.generate_chunk}  # fmt: skip
 
 
 Target = tuple[Callable[[bytes, int], int], Callable[[], Any], str]  # (send, stop, mode line)
@@ -441,7 +441,8 @@ def http_target(args: argparse.Namespace, tmp_path: Path) -> Target:
                              min_workers=args.workers, max_workers=args.workers, precision=args.precision,
                              cuda_graphs=args.cuda_graphs == "on", encoder_preset=args.encoder_preset,
                              encode_threads=args.encode_threads, torch_threads=args.torch_threads,
-                             channels_last=args.channels_last, encode_processes=args.encode_processes)  # fmt: skip
+                             channels_last=args.channels_last, encode_processes=args.encode_processes,
+                             generate_chunk=args.generate_chunk)  # fmt: skip
     store = tmp_path / "store"
     export(make_snapshot(tmp_path, args.preset), store, options=options)
     ports = server.free_ports(5)
@@ -462,7 +463,8 @@ def serving_options(args: argparse.Namespace) -> str:
             f"CUDA graphs {args.cuda_graphs}, x264 preset {args.encoder_preset}, encode threads {threads}, "
             f"torch threads {args.torch_threads or 'default (1 on GPU)'}"
             + (", channels_last" if args.channels_last else "")
-            + (f", {args.encode_processes} encode processes per worker" if args.encode_processes else ""))  # fmt: skip
+            + (f", {args.encode_processes} encode processes per worker" if args.encode_processes else "")
+            + (f", generated in chunks of {args.generate_chunk}" if args.generate_chunk else ""))  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -491,10 +493,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "default, min(8, CPU count))")
     p.add_argument("--encode-processes", type=int, default=0, help="encode in N processes per worker (0: threads)")
     p.add_argument("--channels-last", action="store_true", help="GPU: channels_last weights and activations")
+    p.add_argument("--generate-chunk", type=int, default=0, help="generate each batch in chunks of N, encoding one "
+                   "chunk while the next generates (0: the whole batch at once)")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     args = p.parse_args(argv)
-    if args.workers < 1 or args.encode_threads < 0:
-        p.error("--workers must be >= 1 and --encode-threads >= 0")
+    if args.workers < 1 or args.encode_threads < 0 or args.generate_chunk < 0:
+        p.error("--workers must be >= 1, --encode-threads and --generate-chunk >= 0")
     return args
 
 

@@ -45,6 +45,8 @@ class ServingOptions:
     # only fights the encoders and the other workers for cores), torch's default on CPU
     torch_threads: int = 0
     channels_last: bool = False  # on a GPU, channels_last weights and activations (cuDNN's NHWC kernels)
+    # > 0: generate each batch in chunks of this many videos, encoding one chunk while the next generates
+    generate_chunk: int = 0
 
     def to_yaml(self) -> str:
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -54,8 +56,9 @@ class ServingOptions:
         if self.batch_size < 1 or self.max_batch_delay_ms < 0 or not 1 <= self.min_workers <= self.max_workers:
             raise VsynError("need batch_size >= 1, max_batch_delay_ms >= 0 and 1 <= min_workers <= max_workers")
         x264_preset(self.encoder_preset)  # a typo fails the export, not every worker at start-up
-        if self.torch_threads < 0 or self.encode_threads < 0 or self.encode_processes < 0:
-            raise VsynError("torch_threads, encode_threads and encode_processes must be >= 0 (0: automatic / off)")
+        counts = ("torch_threads", "encode_threads", "encode_processes", "generate_chunk")
+        if any(getattr(self, k) < 0 for k in counts):
+            raise VsynError(f"{', '.join(counts)} must be >= 0 (0: automatic / off)")
         data = {
             "batchSize": self.batch_size,
             "maxBatchDelay": self.max_batch_delay_ms,
@@ -71,6 +74,7 @@ class ServingOptions:
                 "encoder_preset": self.encoder_preset,
                 "torch_threads": self.torch_threads,
                 "channels_last": self.channels_last,
+                "generate_chunk": self.generate_chunk,
             },
         }
         if self.device != "auto":

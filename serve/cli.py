@@ -37,6 +37,9 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
                    help="torch CPU threads per worker (default 0: 1 on a GPU, torch's own on CPU)")
     p.add_argument("--encode-processes", type=int, default=0, metavar="N",
                    help="encode each batch's videos in N processes per worker instead of threads (default 0: threads)")
+    p.add_argument("--generate-chunk", type=int, default=0, metavar="N",
+                   help="generate each batch in chunks of N videos, encoding one chunk while the next generates "
+                   "(default 0: the whole batch in one call)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
                    help="on a GPU, run the generator in channels_last (NHWC) layout")
     p.add_argument("--max-frames", type=int, default=128, help="largest 'frames' a request may ask for")
@@ -61,6 +64,7 @@ def _export(args: argparse.Namespace) -> int:
         torch_threads=args.torch_threads,
         channels_last=args.channels_last,
         encode_processes=args.encode_processes,
+        generate_chunk=args.generate_chunk,
         limits=Limits(max_frames=args.max_frames, max_image_pixels=args.max_image_pixels),
     )
     path = export(args.checkpoint, args.model_store, name=args.name, version=args.version, options=options,

@@ -16,7 +16,7 @@ from vsyn.inference import load_generator
 
 def test_export_builds_a_self_contained_mar(checkpoint, tmp_path) -> None:
     options = ServingOptions(batch_size=4, device="cpu", encoder_preset="veryfast", torch_threads=2,
-                             channels_last=True, encode_processes=3)
+                             channels_last=True, encode_processes=3, generate_chunk=2)
     mar = export(checkpoint, tmp_path, name="sky", version="2.1", options=options)
     assert mar == tmp_path / "sky.mar"
     with zipfile.ZipFile(mar) as z:
@@ -34,6 +34,7 @@ def test_export_builds_a_self_contained_mar(checkpoint, tmp_path) -> None:
     assert model_config["handler"]["torch_threads"] == 2
     assert model_config["handler"]["channels_last"] is True
     assert model_config["handler"]["encode_processes"] == 3
+    assert model_config["handler"]["generate_chunk"] == 2
     # The unpacked archive is a snapshot: the handler loads it with vsyn's own loader.
     generator, cfg = load_generator(tmp_path / "unpacked")
     assert cfg.name == "tiny-cpu"

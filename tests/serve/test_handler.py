@@ -144,3 +144,27 @@ def test_encode_processes_give_the_same_bytes_as_threads(handler, checkpoint) ->
         pooled.encoder.shutdown()
     assert outs[0] == outs[1] and all(isinstance(o, bytes) and o for o in outs[1])
     assert decode_video(outs[1][0]).shape[1:3] == (32, 64)  # the input's aspect: resized in a pool process
+
+
+def test_generate_chunk_pipelines_the_same_videos(handler, checkpoint) -> None:
+    """generate_chunk splits a group into generator calls whose encodes overlap the next call: every request gets
+    its own video, in order, byte for byte the one a single call gives (one seed per video; on this CPU the batch
+    size does not change a video's bits)."""
+    reqs = [request(4, seed=s) for s in range(5)] + [request(4, "gif", seed=7)]
+    chunked = VsynHandler()
+    chunked.initialize(FakeContext(checkpoint, handler_options={"precision": "fp32", "max_frames": 16,
+                                                                 "generate_chunk": 2}))
+    calls = []
+    animate = chunked._animate
+    chunked._animate = lambda frames, part: calls.append(len(part)) or animate(frames, part)
+    whole, parts = (h.handle([d for d, _ in reqs], FakeContext(".", [hd for _, hd in reqs]))
+                    for h in (handler, chunked))
+    assert calls == [2, 2, 2]
+    assert chunked.last_batch[0] == 6
+    assert whole == parts
+    assert len({bytes(v) for v in parts}) == len(parts)  # distinct seeds: no request got a neighbour's video
+
+
+def test_generate_chunk_must_not_be_negative(checkpoint) -> None:
+    with pytest.raises(VsynError, match="generate_chunk"):
+        VsynHandler().initialize(FakeContext(checkpoint, handler_options={"generate_chunk": -1}))
