@@ -17,6 +17,8 @@
 #   bash bench/gpu_suite.sh f   # one H100: fused-generator A/B and layouts, serving nchw vs channels_last, 128 px row
 #   bash bench/gpu_suite.sh e   # one H100: serving, encodes in processes vs threads, batch 8/16/32
 #   bash bench/gpu_suite.sh z   # 4-GPU host: weak scaling, DDP channels_last and ZeRO-2 NCHW (ZeRO refuses cl)
+#   bash bench/gpu_suite.sh p   # one H100, for the sixth session: serving with generate_chunk against the best split so
+#                               # far, then the RGB conv as time-to-channels conv2d (bench/conv3d.py)
 #   bash bench/gpu_suite.sh x   # any other letter: only the set-up (carried wheels into /tmp/site), then run a bench
 #                               # script by hand with PYTHONPATH=/tmp/site:$PWD (the fifth session's calls; each
 #                               # command is in its bench/RESULTS.md block)
@@ -253,6 +255,18 @@ if [ "$phase" = e ]; then  # one H100: serving with encodes in processes vs thre
       --encoder-preset veryfast --concurrency 1 8 32 64 --requests 192 --channels-last --encode-processes "$3" 2>&1 \
       | grep -E "^\| [0-9]|rror"; echo "-- workers $1 batch $2 encode processes $3"; cp bench/RESULTS.md "$OUT"/
   done
+fi
+if [ "$phase" = p ]; then  # one H100: generate_chunk (pipelined generate/encode) vs the 4 x 8 baseline; RGB conv forms
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  for wbcp in "4 8 0 4" "1 32 8 12" "2 16 8 8" "4 8 4 4"; do
+    set -- $wbcp
+    timeout 90 python3 bench/serve.py --direct --device cuda --batch-size "$2" --max-batch-delay-ms 5 --workers "$1" \
+      --encoder-preset veryfast --concurrency 1 8 32 64 --requests 192 --channels-last --generate-chunk "$3" \
+      --encode-processes "$4" 2>&1 | grep -E "^\| [0-9]|rror"
+    echo "-- workers $1 batch $2 chunk $3 encode processes $4"; cp bench/RESULTS.md "$OUT"/
+  done
+  timeout 60 python3 bench/conv3d.py --batch 16 --reps 8 --layers block1.conv1 2>&1 | grep -E "^\| b|rror"
+  cp bench/RESULTS.md "$OUT"/
 fi
 if [ "$phase" = z ]; then
   t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-560}))
