@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from record import RESULTS, append_report, provenance  # bench/record.py
+from timing import timed_ms  # bench/timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,15 +125,7 @@ def cuda_ms(fn: Callable[[], object], reps: int) -> float:
     """Median device time of `fn` over `reps` calls, after two warm-up calls (cuDNN autotuning happens there)."""
     for _ in range(2):
         fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    return timed_ms(fn, reps, torch.device("cuda"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,10 +169,10 @@ def measure(args: argparse.Namespace, dtype: torch.dtype, dev: torch.device, row
             forms["channels padded to 8"] = lambda x, w: F.conv3d(
                 F.pad(x, (0, 0, 0, 0, 0, 0, 0, 8 - cin)), F.pad(w, (0, 0, 0, 0, 0, 0, 0, 8 - cin)), stride=stride,
                 padding=pad)
+        reference = F.conv3d(x0.float()[:2], w0.float(), stride=stride, padding=pad)
         for layout, fmt in (("ncdhw", torch.contiguous_format), ("cl3d", torch.channels_last_3d)):
             x = x0.contiguous(memory_format=fmt).requires_grad_(True)
             w = w0.contiguous(memory_format=fmt).requires_grad_(True)
-            reference = F.conv3d(x0.float()[:2], w0.float(), stride=stride, padding=pad)
             for form, run in forms.items():
                 err = (run(x[:2], w).float() - reference).abs().max().item() / reference.abs().max().item()
                 grad = torch.randn(args.batch, *out_shape[1:], device=dev, dtype=dtype)

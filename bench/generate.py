@@ -15,9 +15,7 @@ import contextlib
 import copy
 import itertools
 import os
-import statistics
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 
 from profiling import profile_to  # bench/profiling.py
 from record import append_report, provenance  # bench/record.py
+from timing import timed_ms, wall_ms  # bench/timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -69,30 +68,6 @@ def landscapes(batch: int, res: int, rng: np.random.Generator) -> np.ndarray:
     sky = np.array([90, 140, 230]) + y * np.array([80, 60, -30]) + rng.uniform(-20, 20, (batch, 1, 1, 3))
     ground = np.array([60, 110, 50]) + rng.normal(0, 12, (batch, res, res, 3))
     return np.where(y > 0.6, ground, sky + 0 * ground).clip(0, 255).astype(np.uint8)
-
-
-def timed_ms(fn, repeats: int, device: torch.device) -> float:
-    """Median ms of `fn()`, CUDA events on a GPU (device time), wall clock on a CPU."""
-    if device.type != "cuda":
-        return wall_ms(fn, repeats)
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def wall_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
