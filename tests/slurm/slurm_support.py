@@ -37,13 +37,19 @@ def node_state() -> str:
 
 
 def release_requeued(job_id: str) -> None:
-    """Wait until the requeued job pends and the node has finished cleaning up its previous run, then skip SLURM's
-    ~120 s requeue hold. Releasing it while the node was still completing the old run made the relaunch fail once
-    (job FAILED without its script running), so the node must be idle first."""
+    """Skip SLURM's ~120 s requeue hold, but only once a relaunch cannot be refused.
+
+    When the old run is killed, slurmd revokes the job's credential with a timestamp in whole seconds and refuses
+    any launch whose credential was issued in that second or earlier ("Job N already killed, do not launch batch
+    job": the job ends FAILED, exit 1, without its script running). The 120 s hold exists to avoid exactly that.
+    So: wait until the job pends and the node is idle (the kill, and with it the revocation, is done), let the
+    clock pass into the next second, then release.
+    """
     from launcher.jobs import slurm_state
 
     wait_for(lambda: slurm_state(job_id).state == "PENDING", 60, "the requeued job to pend")
     wait_for(lambda: node_state() == "idle", 120, "the node to finish the requeued run's clean-up")
+    time.sleep(1.0 - time.time() % 1.0 + 0.05)  # into the next whole second after the revocation
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
 
 
