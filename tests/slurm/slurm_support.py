@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -54,5 +56,15 @@ def release_requeued(job_id: str) -> None:
 
 
 def job_report(job_id: str) -> str:
-    """What SLURM says about a job, for assertion messages."""
-    return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    """What SLURM says about a job, for assertion messages: `scontrol show job`, then the daemons' log lines that
+    name it (a launch refused by slurmd shows only there)."""
+    report = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    conf = os.environ.get("SLURM_CONF")
+    if conf:
+        for name in ("slurmctld.log", "slurmd.log"):
+            log = Path(conf).parent.parent / "log" / name
+            if log.is_file():
+                lines = [line for line in log.read_text(errors="replace").splitlines()
+                         if re.search(rf"\b(?:job|JobId=|StepId=)\s?{job_id}\b", line, re.IGNORECASE)]
+                report += f"\n--- {name} (lines naming job {job_id}):\n" + "\n".join(lines[-25:])
+    return report
