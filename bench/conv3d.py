@@ -31,10 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from record import RESULTS, append_report, provenance  # bench/record.py
-from timing import timed_ms  # bench/timing.py
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from record import RESULTS, append_report, provenance  # noqa: E402  (bench/record.py)
+from timing import timed_ms  # noqa: E402  (bench/timing.py)
+from vsyn.nn.layers import CHANNELS_LAST, is_channels_last  # noqa: E402
 
 # (name, in channels, out channels, kernel, stride, padding, input T, input side) of the sky128 temporal critic
 LAYERS = [
@@ -61,8 +63,7 @@ def strided_conv_as_space_to_depth(x: Tensor, weight: Tensor, padding: int, bias
     for s, b in zip(reversed(size), reversed(blocks)):  # F.pad's order: last dim first; negative crops
         pads += [padding, 2 * b - s - padding]
     xp = F.pad(x, pads)
-    channels_last = x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) or \
-        x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    channels_last = is_channels_last(x)
     # (N, C, B1, 2, B2, 2, …) -> channel index c·2^d + phase (phases in dim order)
     split = xp.reshape(n, c, *[v for b in blocks for v in (b, 2)])
     phase_dims = [3 + 2 * i for i in range(dims)]
@@ -75,7 +76,7 @@ def strided_conv_as_space_to_depth(x: Tensor, weight: Tensor, padding: int, bias
     w = weight.reshape(o, -1, *[v for k in kernel for v in (k // 2, 2)])
     w = w.permute(0, 1, *phase_dims, *block_dims).reshape(o, -1, *(k // 2 for k in kernel))
     if channels_last:
-        w = w.contiguous(memory_format=torch.channels_last_3d if dims == 3 else torch.channels_last)
+        w = w.contiguous(memory_format=CHANNELS_LAST[w.dim()])
     return (F.conv3d if dims == 3 else F.conv2d)(xs, w, bias)
 
 
@@ -107,7 +108,7 @@ def time_to_channels_conv(x: Tensor, weight: Tensor, padding: int, bias: Tensor 
     o, c, kt, kh, kw = weight.shape
     n, _, t, h, w_ = x.shape
     t_out = t + 2 * padding - kt + 1
-    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+    channels_last = is_channels_last(x)
     xp = F.pad(x, (0, 0, 0, 0, padding, padding))
     stacked = torch.stack([xp[:, :, j:j + t_out] for j in range(kt)], dim=2)  # (N, C, kt, T, H, W)
     frames = stacked.permute(0, 3, 1, 2, 4, 5).reshape(n * t_out, c * kt, h, w_)

@@ -1,4 +1,5 @@
-"""bench/conv3d.py's other forms (space-to-depth, im2col) are the convolutions they stand in for (float64, CPU)."""
+"""bench/conv3d.py's other forms (space-to-depth, im2col, time-to-channels) are the convolutions they stand in for
+(float64, CPU)."""
 
 from __future__ import annotations
 

@@ -38,3 +38,14 @@ def test_downblock_equals_textbook_order(dims, shape, first, sn):
     ref_grads = torch.autograd.grad(ref, [x, *block.parameters()], g)
     for a, b in zip(got_grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_is_channels_last_tells_the_layout_not_mere_compatibility():
+    from vsyn.nn.layers import is_channels_last, to_channels_last
+
+    conv2d, conv3d = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv3d(3, 4, 3)
+    assert not is_channels_last(conv2d.weight) and not is_channels_last(conv3d.weight)
+    to_channels_last(conv2d), to_channels_last(conv3d)
+    assert is_channels_last(conv2d.weight) and is_channels_last(conv3d.weight)
+    assert not is_channels_last(torch.zeros(2, 1, 5, 5))  # one channel: both layouts at once, so not "channels-last"
+    assert not is_channels_last(torch.zeros(2, 3, 5))  # no channels-last format for 3D tensors

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from vsyn.config import ModelConfig
-from vsyn.nn.layers import DownBlock, SelfAttention
+from vsyn.nn.layers import DownBlock, SelfAttention, is_channels_last
 
 
 class SpatialCritic(nn.Module):
@@ -96,7 +96,7 @@ class TemporalCritic(nn.Module):
 def _is_channels_last_3d(conv: nn.Module) -> bool:
     """Whether a (spectral-normalised) Conv3d's stored weight is channels_last_3d (vsyn.nn.to_channels_last)."""
     weight = conv.parametrizations.weight.original if hasattr(conv, "parametrizations") else conv.weight
-    return weight.is_contiguous(memory_format=torch.channels_last_3d) and not weight.is_contiguous()
+    return is_channels_last(weight)
 
 
 class Critics(nn.Module):

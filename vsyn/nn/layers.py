@@ -34,17 +34,26 @@ def count_params(module: nn.Module, *, with_sn_vectors: bool = False) -> int:
     return n + sn_vector_count(module) if with_sn_vectors else n
 
 
+CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # tensor rank -> its channels-last format
+
+
 def to_channels_last(module: nn.Module) -> nn.Module:
     """In place: 4D weights to channels_last, 5D (Conv3d) weights to channels_last_3d.
 
     `module.to(memory_format=torch.channels_last)` raises on the temporal critic's 5D weights. (Keeping the 3D convs
     NCDHW looked faster per layer but was slower in the whole step: bench/RESULTS.md, 2026-11-27 09:00.)
     """
-    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
     for p in module.parameters():
-        if p.dim() in formats:
-            p.data = p.data.contiguous(memory_format=formats[p.dim()])
+        if p.dim() in CHANNELS_LAST:
+            p.data = p.data.contiguous(memory_format=CHANNELS_LAST[p.dim()])
     return module
+
+
+def is_channels_last(t: Tensor) -> bool:
+    """Whether a 4D/5D tensor is laid out channels-last (as `to_channels_last` leaves weights), not merely compatible
+    with it the way some plain contiguous tensors (one channel, 1×1 sides) are."""
+    fmt = CHANNELS_LAST.get(t.dim())
+    return fmt is not None and t.is_contiguous(memory_format=fmt) and not t.is_contiguous()
 
 
 def compile_blocks(module: nn.Module) -> nn.Module:
@@ -342,9 +351,8 @@ def conv_then_pool(x: Tensor, conv: nn.Module) -> Tensor:
     o, i, *kernel = weight.shape
     fold = _box_fold_matrix(tuple(kernel), weight.device, weight.dtype)
     folded = (weight.reshape(o * i, -1) @ fold).reshape(o, i, *(k + 1 for k in kernel))
-    fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
-    if weight.is_contiguous(memory_format=fmt) and not weight.is_contiguous():  # keep the layout: no cuDNN transpose
-        folded = folded.contiguous(memory_format=fmt)
+    if is_channels_last(weight):  # keep the layout: no cuDNN transpose
+        folded = folded.contiguous(memory_format=CHANNELS_LAST[folded.dim()])
     run = F.conv2d if dims == 2 else F.conv3d
     return run(x, folded, bias, stride=2, padding=conv.padding)
 
