@@ -2,48 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import requests
 
-from serve_helpers import encode_image, landscape
-from vsyn.video import decode_video
+from serve_helpers import FRAMES, RES, assert_video, encode_image, landscape, post
 
 pytestmark = pytest.mark.service
 
-RES, FRAMES = 32, 9  # the tiny-cpu preset
 # Mean absolute error (0-255) allowed between a decoded frame and the source: GIF's 256-colour palette costs more.
 TOLERANCE = {"mp4": 4.0, "webm": 4.0, "gif": 8.0}
-
-
-def post(client, shape: str, image: bytes, mask: bytes | None = None, **options) -> requests.Response:
-    """One request in one of the three shapes of serve/README.md."""
-    url = f"{client.settings.url()}/predictions/vsyn"
-    if shape == "raw":
-        assert mask is None
-        headers = {**client.auth(), **{f"X-Vsyn-{k.title()}": str(v) for k, v in options.items()}}
-        return requests.post(url, data=image, headers={**headers, "Content-Type": "image/png"}, timeout=120)
-    if shape == "multipart":
-        files = {"image": ("image.png", image, "image/png")}
-        if mask is not None:
-            files["mask"] = ("mask.png", mask, "image/png")
-        data = {k: str(v) for k, v in options.items()}
-        return requests.post(url, data=data, files=files, headers=client.auth(), timeout=120)
-    body = {"image": base64.b64encode(image).decode(), **options}
-    if mask is not None:
-        body["mask"] = base64.b64encode(mask).decode()
-    return requests.post(url, json=body, headers=client.auth(), timeout=120)
-
-
-def assert_video(resp: requests.Response, fmt: str, frames: int, size: tuple[int, int]) -> np.ndarray:
-    assert resp.status_code == 200, resp.text
-    assert resp.headers["Content-Type"] == {"mp4": "video/mp4", "webm": "video/webm", "gif": "image/gif"}[fmt]
-    video = decode_video(resp.content)
-    assert video.shape == (frames, size[1], size[0], 3)
-    return video
 
 
 def assert_rejected(resp: requests.Response, status: int, needle: str) -> None:

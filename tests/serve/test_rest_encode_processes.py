@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import requests
-from serve_helpers import encode_image, landscape, requires_java, server_settings
+from serve_helpers import FRAMES, RES, assert_video, encode_image, landscape, post, requires_java, server_settings
 
 from serve.archive import ServingOptions, export
 from serve.client import VsynClient
@@ -31,7 +30,6 @@ def _spawned_pids() -> set[int]:
 
 def test_encode_processes_serve_and_end_with_the_server(checkpoint, tmp_path) -> None:
     from serve import server
-    from vsyn.video import decode_video
 
     requires_java()
     store = tmp_path / "store"
@@ -44,17 +42,10 @@ def test_encode_processes_serve_and_end_with_the_server(checkpoint, tmp_path) ->
         client = VsynClient(settings)
         assert len(_spawned_pids() - before) >= 2  # the worker's pool was started at initialize
         image = encode_image(landscape())
-        url = f"{settings.url()}/predictions/vsyn"
-
-        def post(seed: int) -> requests.Response:
-            headers = {**client.auth(), "Content-Type": "image/png", "X-Vsyn-Seed": str(seed)}
-            return requests.post(url, data=image, headers=headers, timeout=120)
-
         with ThreadPoolExecutor(4) as pool:  # four at once: one batch, encoded over both processes
-            responses = list(pool.map(post, [5, 5, 6, 7]))
-        assert all(r.status_code == 200 and r.headers["Content-Type"] == "video/mp4" for r in responses)
-        frames = {r.headers.get("X-Vsyn-Seed"): decode_video(r.content).shape for r in responses}
-        assert set(frames.values()) == {(9, 32, 32, 3)}  # tiny-cpu: 9 frames of 32 px
+            responses = list(pool.map(lambda s: post(client, "raw", image, seed=s, format="mp4"), [5, 5, 6, 7]))
+        for r in responses:
+            assert_video(r, "mp4", FRAMES, (RES, RES))
         assert responses[0].content == responses[1].content and responses[0].content != responses[2].content
         assert max(int(r.headers.get("X-Vsyn-Batch-Size", 1)) for r in responses) > 1  # they were batched
     finally:
