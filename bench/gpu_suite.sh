@@ -17,8 +17,8 @@
 #   bash bench/gpu_suite.sh f   # one H100: fused-generator A/B and layouts, serving nchw vs channels_last, 128 px row
 #   bash bench/gpu_suite.sh e   # one H100: serving, encodes in processes vs threads, batch 8/16/32
 #   bash bench/gpu_suite.sh z   # 4-GPU host: weak scaling, DDP channels_last and ZeRO-2 NCHW (ZeRO refuses cl)
-#   bash bench/gpu_suite.sh p   # one H100, not yet run (no device time left): serving with generate_chunk against the best split so
-#                               # far, then the RGB conv as time-to-channels conv2d (bench/conv3d.py)
+#   bash bench/gpu_suite.sh p   # one H100, not yet run (no device time left): serving with generate_chunk against
+#                               # the best split so far, then the RGB conv as time-to-channels conv2d (conv3d.py)
 #   bash bench/gpu_suite.sh x   # any other letter: only the set-up (carried wheels into /tmp/site), then run a bench
 #                               # script by hand with PYTHONPATH=/tmp/site:$PWD (the fifth session's calls; each
 #                               # command is in its bench/RESULTS.md block)
