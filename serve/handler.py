@@ -52,7 +52,8 @@ class VsynHandler:
         gpu_id = props.get("gpu_id")
         use_gpu = torch.cuda.is_available() and gpu_id is not None
         device = self.device = torch.device(f"cuda:{gpu_id}" if use_gpu else "cpu")
-        options = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
+        yaml_config = getattr(context, "model_yaml_config", None) or {}  # model-config.yaml (vsyn export)
+        options = yaml_config.get("handler") or {}
         # On a GPU one CPU thread suffices for torch: N workers x a full intra-op pool oversubscribed the host's
         # cores and starved the encoders (load average 5x the core count with 8 workers).
         torch_threads = int(options.get("torch_threads", 0)) or (1 if use_gpu else 0)
@@ -76,7 +77,6 @@ class VsynHandler:
             self.encoder = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode")
         self.autocast = _autocast_dtype(str(options.get("precision", "auto")), device)
         self.encoder_preset = x264_preset(options.get("encoder_preset"))  # mp4 only; x264 is the CPU cost per video
-        yaml_config = getattr(context, "model_yaml_config", None) or {}
         self.channels_last = device.type == "cuda" and _flag(options.get("channels_last", False))
         if self.channels_last:  # NHWC all the way: no layout transposes around each cuDNN call
             to_channels_last(self.generator)
