@@ -126,8 +126,8 @@ def _resize_maps(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _resize_offsets(offsets: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(k, 2, h, w) offsets in px of the source grid -> (k, 2, H, W) in px of the target grid."""
     h, w = offsets.shape[-2:]
-    gain = offsets.new_tensor([size[1] / w, size[0] / h]).view(1, 2, 1, 1)
-    return _resize_maps(offsets, size) * gain
+    up = _resize_maps(offsets, size)
+    return torch.stack([up[:, 0] * (size[1] / w), up[:, 1] * (size[0] / h)], dim=1)
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +149,7 @@ def render(photo: np.ndarray, fields: MotionFields, size: tuple[int, int], num_f
     device = torch.device(device)
     base_np = photo if photo.shape[:2] == (h, w) else np.asarray(
         Image.fromarray(photo).resize((w, h), Image.Resampling.LANCZOS))
-    base_u8 = torch.as_tensor(np.ascontiguousarray(base_np), device=device).permute(2, 0, 1)[None]  # (1, 3, h, w)
+    base_u8 = torch.tensor(base_np, device=device).permute(2, 0, 1)[None]  # (1, 3, h, w); a copy: inputs may be read-only
     base = base_u8.float() / 255
     fields = MotionFields(*(t.to(device) if isinstance(t, torch.Tensor) else t for t in (
         fields.velocity, fields.moving, fields.blend, fields.appearance)), kind=fields.kind)

@@ -28,11 +28,14 @@ def pixel_grid(height: int, width: int, *, device: torch.device | str | None = N
     return torch.stack([gx, gy])[None]
 
 
-def _normalised(positions: Tensor) -> Tensor:
-    """(N, 2, H, W) pixel positions -> grid_sample's (N, H, W, 2) in [-1, 1] (align_corners=True)."""
-    h, w = positions.shape[-2:]
-    scale = positions.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)]).view(1, 2, 1, 1)
-    return (positions * scale - 1).permute(0, 2, 3, 1)
+def _normalised(positions: Tensor, height: int, width: int) -> Tensor:
+    """(N, 2, H', W') pixel positions in an image of (height, width) -> grid_sample's (N, H', W', 2) in [-1, 1]
+    (align_corners=True: pixel centres at −1 and 1)."""
+    h, w = height, width
+    # Python scalars, not a small tensor built from a list: that would be a host-to-device copy inside CUDA graphs
+    gx = positions[:, 0] * (2.0 / max(w - 1, 1)) - 1
+    gy = positions[:, 1] * (2.0 / max(h - 1, 1)) - 1
+    return torch.stack([gx, gy], dim=-1)
 
 
 def sample_at(image: Tensor, positions: Tensor) -> Tensor:
@@ -40,7 +43,7 @@ def sample_at(image: Tensor, positions: Tensor) -> Tensor:
     assert image.ndim == 4 and positions.ndim == 4 and positions.shape[1] == 2, (image.shape, positions.shape)
     assert positions.shape[0] == image.shape[0], (image.shape, positions.shape)
     with torch.autocast(image.device.type, enabled=False):
-        grid = _normalised(positions.float())
+        grid = _normalised(positions.float(), *image.shape[-2:])
         out = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.to(image.dtype)
 
@@ -71,11 +74,17 @@ def integrate(velocity: Tensor, steps: int, *, backward: bool = True) -> Tensor:
     return torch.stack(out) if out else v.new_zeros(0, *v.shape)
 
 
-def loop_weights(frames: int, device: torch.device | str | None = None) -> Tensor:
-    """(frames,) weight of the backward-integrated warp in a seamless loop of `frames` frames: 1 − t/N.
+def loop_weights(frames: int, crossfade: float = 0.5, device: torch.device | str | None = None) -> Tensor:
+    """(frames,) weight of the backward-integrated warp in a seamless loop of N = `frames` frames.
 
-    Frame t of the loop blends frame 0 carried t steps forward (weight 1 − t/N) with frame 0 carried N − t steps
-    backward from the loop's end (weight t/N); frame N would be frame 0 again, so the last step back to frame 0 is
-    like any other.
+    Frame t of the loop blends frame 0 carried t steps along the flow (weight w_t) with frame 0 carried N − t steps
+    against it (weight 1 − w_t); frame N would be frame 0 again. w falls from 1 to 0 by a smoothstep over the middle
+    `crossfade` fraction of the loop and is flat elsewhere, so the last frame is one plain step away from frame 0
+    and the two copies are blended (which blurs: two views N steps apart) only in the middle. crossfade=1 spreads
+    the blend over the whole loop (Holynski et al. 2021 blend linearly over all of it).
     """
-    return 1 - torch.arange(frames, device=device, dtype=torch.float32) / frames
+    if not 0 < crossfade <= 1:
+        raise ValueError(f"crossfade must be in (0, 1], not {crossfade}")
+    phase = torch.arange(frames, device=device, dtype=torch.float32) / frames
+    a = ((phase - (1 - crossfade) / 2) / crossfade).clamp(0, 1)
+    return 1 - a * a * (3 - 2 * a)
