@@ -22,11 +22,11 @@ export PYTHONPATH=/tmp/site:$PWD
 
 if [ "$phase" = speed ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python3 bench/train.py --configs bair64,motion64 --precision bf16+penalty --layout cl --mode graphed \
+  timeout 250 python3 bench/train.py --configs bair64,motion64 --precision bf16+penalty --layout cl --mode graphed \
     --cycles 30 --warmup 3 2>&1 | grep -E "^\||rror|Traceback"
-  python3 bench/train.py --configs sky128,motion128 --precision bf16+penalty --layout cl --mode eager \
+  timeout 170 python3 bench/train.py --configs sky128,motion128 --precision bf16+penalty --layout cl --mode eager \
     --cycles 6 --warmup 2 2>&1 | grep -E "^\||rror|Traceback"
-  python3 bench/animate.py --device cuda --config motion128 --sizes 1920x1080 --frames 25 --precision fp32,bf16 \
-    --loop off,on --repeats 7 2>&1 | grep -E "^\||rror|Traceback"
+  timeout 120 python3 bench/animate.py --device cuda --config motion128 --sizes 1920x1080 --frames 25 \
+    --precision fp32,bf16 --loop off,on --repeats 7 2>&1 | grep -E "^\||rror|Traceback"
   cp bench/RESULTS.md "$OUT"/
 fi
