@@ -40,18 +40,21 @@ SAMPLE_CLIPS = 8
 
 
 def loader_factory(cfg: Config) -> LoaderFactory:
-    """seed -> the global-batch reader over cfg.data.train (every rank reads the same stream; see stream.py).
+    """seed -> the global-batch reader over cfg.data.train's train split (every rank reads the same stream; see
+    stream.py). `DIR` or `DIR/manifest.json` reads the train split; `...#val` would read another on purpose.
 
     One reader epoch is one stream block, so a reader is replaced, never restarted, at block boundaries.
     Its workers ignore SIGTERM/SIGUSR2 (vsyn.data.worker_init_fn): the main process saves first.
     """
     if not cfg.data.train:
         raise VsynError("data.train is empty: pack shards first (vsyn shards pack ...) and set data.train=DIR")
-    from vsyn.data import make_loader
+    from vsyn.data import TRAIN_SPLITS, make_loader, pin_split
+
+    data = pin_split(cfg.data.train, TRAIN_SPLITS)  # once: a missing split fails here, not at the first block
 
     def make(seed: int):
         return make_loader(
-            cfg.data.train,
+            data,
             frames=cfg.model.frames,
             batch_size=cfg.train.batch,
             mode="train",
