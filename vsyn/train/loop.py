@@ -22,8 +22,8 @@ from vsyn.snapshot import copy_snapshot
 from vsyn.train import checkpoint
 from vsyn.train.ema import GeneratorEMA
 from vsyn.metrics import selection_score
-from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks
-from vsyn.train.logs import Progress, ScalarLog
+from vsyn.train.hooks import SnapshotContext, best_metric, run_snapshot_hooks, snapshot_data
+from vsyn.train.logs import Progress, ScalarLog, append_record
 from vsyn.train.loss import VideoGANLoss
 from vsyn.train.randomness import StepRandom, step_seed
 from vsyn.train.runtime import Runtime, build_runtime, world_size_from_env
@@ -120,6 +120,8 @@ def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
     run_dir = cfg.run_dir
     ckpt_root = run_dir / "checkpoints"
     factory = factory or loader_factory(cfg)
+    if cfg.eval.metrics:
+        snapshot_data(cfg)  # a missing held-out split fails now, not at the first snapshot
 
     rt, ema = setup(cfg, log_dir=run_dir / "logs")
     try:
@@ -213,7 +215,10 @@ def _after_snapshot(cfg: Config, rt, ema: GeneratorEMA, saved: Path, step: int, 
         rt.acc_g.log({f"metrics/{k}": v for k, v in results.items()}, step=step)
         if rt.is_main:
             log.info("metrics at kimg %.3f: %s", nimg / 1000, results)
-    metric = cfg.eval.best_metric
+            # keyed like the loss records, by the last step taken, so a resume from this checkpoint keeps it
+            append_record(cfg.run_dir / "logs" / "stats.jsonl",
+                          {"step": step - 1, "kimg": nimg / 1000, **{f"metrics/{k}": v for k, v in results.items()}})
+    metric = best_metric(cfg, results)
     if metric and metric in results:
         score = selection_score(metric, float(results[metric]))
         if best is None or score < best["score"]:
