@@ -49,9 +49,13 @@ def select_keys(patterns: list[str], runs: list[tuple[str, list[dict]]]) -> list
     for _, records in runs:
         for r in records:
             present += [k for k in r if k not in ("step", "kimg") and k not in present]
+    from vsyn.metrics import METRICS
+
+    order = {f"metrics/{name}": i for i, name in enumerate(METRICS)}  # the metrics in their documented order
     keys: list[str] = []
     for pattern in patterns:
-        keys += [k for k in sorted(present) if fnmatch.fnmatchcase(k, pattern) and k not in keys]
+        matched = sorted((k for k in present if fnmatch.fnmatchcase(k, pattern)), key=lambda k: (order.get(k, 1e9), k))
+        keys += [k for k in matched if k not in keys]
     return keys
 
 
