@@ -22,8 +22,8 @@ from vsyn.snapshot import copy_snapshot
 from vsyn.train import checkpoint
 from vsyn.train.ema import GeneratorEMA
 from vsyn.metrics import selection_score
-from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks
-from vsyn.train.logs import Progress, ScalarLog
+from vsyn.train.hooks import SnapshotContext, best_metric, run_snapshot_hooks, snapshot_data
+from vsyn.train.logs import Progress, ScalarLog, append_record
 from vsyn.train.loss import VideoGANLoss
 from vsyn.train.randomness import StepRandom, step_seed
 from vsyn.train.runtime import Runtime, build_runtime, world_size_from_env
@@ -40,18 +40,21 @@ SAMPLE_CLIPS = 8
 
 
 def loader_factory(cfg: Config) -> LoaderFactory:
-    """seed -> the global-batch reader over cfg.data.train (every rank reads the same stream; see stream.py).
+    """seed -> the global-batch reader over cfg.data.train's train split (every rank reads the same stream; see
+    stream.py). `DIR` or `DIR/manifest.json` reads the train split; `...#val` would read another on purpose.
 
     One reader epoch is one stream block, so a reader is replaced, never restarted, at block boundaries.
     Its workers ignore SIGTERM/SIGUSR2 (vsyn.data.worker_init_fn): the main process saves first.
     """
     if not cfg.data.train:
         raise VsynError("data.train is empty: pack shards first (vsyn shards pack ...) and set data.train=DIR")
-    from vsyn.data import make_loader
+    from vsyn.data import TRAIN_SPLITS, make_loader, pin_split
+
+    data = pin_split(cfg.data.train, TRAIN_SPLITS)  # once: a missing split fails here, not at the first block
 
     def make(seed: int):
         return make_loader(
-            cfg.data.train,
+            data,
             frames=cfg.model.frames,
             batch_size=cfg.train.batch,
             mode="train",
@@ -117,6 +120,8 @@ def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
     run_dir = cfg.run_dir
     ckpt_root = run_dir / "checkpoints"
     factory = factory or loader_factory(cfg)
+    if cfg.eval.metrics:
+        snapshot_data(cfg)  # a missing held-out split fails now, not at the first snapshot
 
     rt, ema = setup(cfg, log_dir=run_dir / "logs")
     try:
@@ -210,7 +215,10 @@ def _after_snapshot(cfg: Config, rt, ema: GeneratorEMA, saved: Path, step: int, 
         rt.acc_g.log({f"metrics/{k}": v for k, v in results.items()}, step=step)
         if rt.is_main:
             log.info("metrics at kimg %.3f: %s", nimg / 1000, results)
-    metric = cfg.eval.best_metric
+            # keyed like the loss records, by the last step taken, so a resume from this checkpoint keeps it
+            append_record(cfg.run_dir / "logs" / "stats.jsonl",
+                          {"step": step - 1, "kimg": nimg / 1000, **{f"metrics/{k}": v for k, v in results.items()}})
+    metric = best_metric(cfg, results)
     if metric and metric in results:
         score = selection_score(metric, float(results[metric]))
         if best is None or score < best["score"]:
