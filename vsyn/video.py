@@ -185,3 +185,21 @@ def video_grid(videos: np.ndarray, columns: int | None = None, pad: int = 2) -> 
         y, x = pad + r * (h + pad), pad + col * (w + pad)
         grid[:, y : y + h, x : x + w] = videos[i]
     return grid
+
+
+def contact_sheet(frames: dict[int, np.ndarray], *, gain: float = 4.0, pad: int = 4) -> np.ndarray:
+    """One still that shows what a clip does: the given frames side by side (uint8 (H, W, 3) each, keyed by index),
+    then `gain`·|last − first| per pixel (grey, the mean over channels): black where nothing moved.
+
+    Frames are laid out left to right in index order, on a white background; returns uint8 (H', W', 3).
+    """
+    order = sorted(frames)
+    first, last = frames[order[0]].astype(np.int16), frames[order[-1]].astype(np.int16)
+    diff = np.clip(np.abs(last - first).mean(axis=-1) * gain, 0, 255).astype(np.uint8)
+    panels = [frames[i] for i in order] + [np.repeat(diff[..., None], 3, axis=-1)]
+    h, w = panels[0].shape[:2]
+    sheet = np.full((h + 2 * pad, len(panels) * (w + pad) + pad, 3), 255, np.uint8)
+    for k, panel in enumerate(panels):
+        x = pad + k * (w + pad)
+        sheet[pad : pad + h, x : x + w] = panel
+    return sheet
