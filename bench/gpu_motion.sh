@@ -72,7 +72,7 @@ fi
 if [ "$phase" = wait ]; then  # progress, and hold the machine until the runs end or ${WAIT_SECONDS}
   end=$(( $(date +%s) + ${WAIT_SECONDS:-540} ))
   while pgrep -f "[v]syn train" > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
-  for f in "$W"/train-*.log; do echo "== $f"; grep -E "kimg|metrics|rror" "$f" | tail -n 3; done
+  for f in "$W"/train-*.log; do echo "== $f"; tr "\r" "\n" < "$f" | grep -E "^kimg|metrics at|rror" | tail -n 2; done
 fi
 
 if [ "$phase" = collect ]; then
@@ -80,7 +80,7 @@ if [ "$phase" = collect ]; then
   E="$W/eval"; mkdir -p "$E"
   for ref in copy-frame0 true-clip true-clip-mp4; do
     vsyn eval "$ref" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" --frames "$FRAMES" \
-      --out "$E/$ref" > /dev/null 2>&1
+      --out "$E/$ref" > "$E/$ref.log" 2>&1 || tail -n 5 "$E/$ref.log"
   done
   budget=$(python3 - "$W" <<'PY'
 import json, sys
@@ -95,7 +95,7 @@ PY
   for entry in "${STUDY[@]}"; do
     name=${entry%%:*}
     vsyn eval "$W/run-$name" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" \
-      --out "$E/$name-final" > "$E/$name.log" 2>&1
+      --out "$E/$name-final" > "$E/$name.log" 2>&1 || tail -n 5 "$E/$name.log"
   done
   refs=(--reference "copy frame 0=$E/copy-frame0/metrics.json" --reference "true clip (mp4)=$E/true-clip-mp4/metrics.json")
   python3 bench/plot_curves.py motion64="$W/run-motion" style2="$W/run-style2" dvdgan-s="$W/run-dvdgan" \
