@@ -141,9 +141,10 @@ def test_ground_truth_reproduces_the_next_frame():
 
 
 def test_fast_enough_for_thousands_of_clips():
+    """CPU time of this process (other work on a shared machine does not count), best of three."""
     per_clip = float("inf")
-    for _ in range(3):  # best of three: the machine may be busy with other work
-        start = time.perf_counter()
+    for _ in range(3):
+        start = time.process_time()
         n = sum(1 for _ in generate_clips(40, 64, 25))
-        per_clip = min(per_clip, (time.perf_counter() - start) / n)
-    assert per_clip < 0.03, f"{per_clip * 1e3:.1f} ms per 64 px x 25 frame clip"
+        per_clip = min(per_clip, (time.process_time() - start) / n)
+    assert per_clip < 0.03, f"{per_clip * 1e3:.1f} ms of CPU per 64 px x 25 frame clip"

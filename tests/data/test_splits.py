@@ -58,10 +58,12 @@ def test_train_and_eval_read_their_own_split(split_pack):
     assert pin_split(f"{both}::{test}", EVAL_SPLITS) == f"{both}/manifest.json#val::{test}/manifest.json#test"
 
 
-def test_a_missing_split_is_a_clear_error(split_pack):
+def test_a_missing_split_is_a_clear_error(split_pack, tmp_path):
     _, test = split_pack
     with pytest.raises(VsynError, match=r"has no train split \(it has: test\).*manifest.json#<split>"):
         pin_split(str(test), TRAIN_SPLITS)
+    with pytest.raises(VsynError, match="held-out scenes only"):
+        shards_cli("pack", "procedural", tmp_path / "x", "--clips", 2, "--split", "test", "--val-fraction", 0.5)
 
 
 def test_no_split_information_is_noted_once(split_pack, caplog, monkeypatch):

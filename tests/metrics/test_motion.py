@@ -87,6 +87,7 @@ def test_true_clip_scores_its_own_floor(truth):
     r = _score(TrueClip(), truth)
     assert r["motion_speed_ratio"] == 1.0  # the same estimator on the same frames: exactly calibrated
     assert r["motion_epe"] == r["motion_floor_epe"] < 0.1  # a clean translation: the estimator is near exact
+    assert r["motion_epe_bestk"] == r["motion_epe"] and r["motion_dir_cos_bestk"] == r["motion_dir_cos"]  # K = 1
     assert r["motion_warp_error"] == r["motion_floor_warp_error"]
     assert r["motion_leak"] == 0.0 and r["motion_static_change"] == 0.0
     assert r["motion_psnr_moving"] == 100.0 and r["motion_frame0_psnr"] == 100.0
@@ -192,6 +193,13 @@ def test_best_of_k_finds_the_right_future(truth):
     assert r["motion_epe"] > 0.5
     single = _score(TwoFutures(truth, back), truth, samples=1, seed=3)
     assert single["motion_dir_cos_bestk"] == single["motion_dir_cos"]
+
+
+def test_a_clip_without_moving_pixels_counts_for_the_static_metrics_only(truth):
+    still = {**truth[1], "mask": np.ones((SIZE, SIZE), np.uint8), "flow": np.zeros_like(truth[1]["flow"])}
+    both, alone = _score(TrueClip(), [truth[0], still]), _score(TrueClip(), truth[:1])
+    for key in ("motion_epe", "motion_dir_cos", "motion_dir_cos_pixel", "motion_psnr_moving", "motion_floor_epe"):
+        assert both[key] == pytest.approx(alone[key], rel=1e-12), key
 
 
 def test_border_and_edge_exclusions_are_documented_values():

@@ -10,8 +10,8 @@ taken over frames 1..T-1 of the 8-bit clip a user gets:
   along the static region, where the estimator's patches straddle two layers), flow estimated frame to frame
   by OpenCV DIS on the generated clip and, with the same estimator, on the true clip:
   `motion_speed_ratio`, calibrated: sum |flow(generated)| / sum |flow(true clip)| (1 is right, 0 a frozen video);
-  `motion_epe`, endpoint error vs the true flow (px/frame), mean over samples and `motion_epe_bestk`, the best of
-  the K samples per clip; `motion_dir_cos`, the cosine between the estimated and the true flow fields taken as
+  `motion_epe`, endpoint error vs the true flow (px/frame; per clip over its measured pixels and frames, then the
+  mean over samples and clips) and `motion_epe_bestk`, the best of the K samples per clip; `motion_dir_cos`, the cosine between the estimated and the true flow fields taken as
   whole vectors (1: same directions at matching speeds' proportions, 0: frozen or unrelated, -1: reversed), mean
   and `motion_dir_cos_bestk`; `motion_dir_cos_pixel`, the mean per-pixel cosine (directions below
   `PIXEL_SPEED_FLOOR` px/frame count as no direction);
@@ -55,9 +55,9 @@ PIXEL_SPEED_FLOOR = 0.05  # px/frame: a pixel slower than this has no direction 
 MOTION_SAMPLES = 8  # K: samples per clip for a stochastic generator
 
 # per-clip row layout (float64), then T-1 per-step PSNR columns
-COLUMNS = ("samples", "leak_count", "static_abs", "static_count", "speed_fake", "speed_real", "epe", "moving_count",
-           "epe_best", "cos_mean", "cos_best", "cos_pixel", "warp", "interior_count", "psnr_moving", "frame0_psnr",
-           "floor_epe", "floor_moving_count", "floor_warp", "floor_interior_count", "floor_speed", "true_speed")
+COLUMNS = ("samples", "leak_count", "static_abs", "static_count", "speed_fake", "speed_real", "epe_mean", "epe_best",
+           "cos_mean", "cos_best", "cos_pixel", "warp", "interior_count", "psnr_moving", "frame0_psnr", "floor_epe",
+           "floor_warp", "floor_interior_count", "floor_speed", "true_speed")
 _C = {name: i for i, name in enumerate(COLUMNS)}
 KEYS = ("motion_leak", "motion_static_change", "motion_speed_ratio", "motion_epe", "motion_epe_bestk",
         "motion_dir_cos", "motion_dir_cos_bestk", "motion_dir_cos_pixel", "motion_warp_error", "motion_psnr_moving",
@@ -180,10 +180,12 @@ def clip_rows(samples: list[torch.Tensor], real: torch.Tensor, flow: torch.Tenso
     true = flow[:, : t - 1].to(torch.float32).cpu()
     n_static, n_moving = static.sum(dim=(1, 2, 3)).double(), moving.sum(dim=(1, 2, 3)).double()
     n_inner = inner.sum().double().expand(b)
+    # per-clip means over the measured moving pixels; NaN for a clip without any (skipped by the means over clips)
+    per_moving = torch.where(n_moving > 0, 1 / (n_moving * (t - 1)).clamp_min(1), torch.full_like(n_moving, math.nan))
 
     est_real = _flows(real)
     speed_real = _wsum(_norm(est_real), moving)
-    floor_epe = _wsum(_norm(est_real - true), moving)
+    floor_epe = _wsum(_norm(est_real - true), moving) * per_moving
     floor_warp = _warp_error(real, est_real, inner)
     true_speed = _wsum(_norm(true), moving)
 
@@ -197,11 +199,12 @@ def clip_rows(samples: list[torch.Tensor], real: torch.Tensor, flow: torch.Tenso
         leak = _wsum((change.amax(dim=2) > LEAK_LEVELS).float(), static)
         static_abs = _wsum(change.float().mean(dim=2), static)
         est = _flows(fake)
-        epe = _wsum(_norm(est - true), moving)
         per_sample.append(dict(
-            leak=leak, static_abs=static_abs, speed=_wsum(_norm(est), moving), epe=epe,
-            epe_mean=epe / (n_moving * (t - 1)).clamp_min(1), cos=_field_cos(est, true, moving),
-            cos_pixel=_pixel_cos(est, true, moving), warp=_warp_error(fake, est, inner),
+            leak=leak, static_abs=static_abs, speed=_wsum(_norm(est), moving),
+            epe=_wsum(_norm(est - true), moving) * per_moving,
+            cos=torch.where(n_moving > 0, _field_cos(est, true, moving), math.nan),
+            cos_pixel=torch.where(n_moving > 0, _pixel_cos(est, true, moving), math.nan),
+            warp=_warp_error(fake, est, inner),
             psnr_t=psnr_frames(fake[:, 1:], real[:, 1:]).double(),
             psnr_moving=_psnr_region(fake[:, 1:], real[:, 1:], (1 - static).double()).nanmean(dim=1),
             frame0=psnr_frames(fake[:, 0], real[:, 0]).double(),
@@ -217,13 +220,12 @@ def clip_rows(samples: list[torch.Tensor], real: torch.Tensor, flow: torch.Tenso
     cols = {
         "samples": torch.full((b,), float(k), dtype=torch.float64),
         "leak_count": total("leak"), "static_abs": total("static_abs"), "static_count": k * (t - 1) * n_static,
-        "speed_fake": total("speed"), "speed_real": k * speed_real, "epe": total("epe"),
-        "moving_count": k * (t - 1) * n_moving,
-        "epe_best": torch.stack([s["epe_mean"] for s in per_sample]).amin(dim=0),
+        "speed_fake": total("speed"), "speed_real": k * speed_real,
+        "epe_mean": mean("epe"), "epe_best": torch.stack([s["epe"] for s in per_sample]).amin(dim=0),
         "cos_mean": mean("cos"), "cos_best": torch.stack([s["cos"] for s in per_sample]).amax(dim=0),
         "cos_pixel": mean("cos_pixel"), "warp": total("warp"), "interior_count": k * (t - 1) * n_inner,
         "psnr_moving": mean("psnr_moving"), "frame0_psnr": mean("frame0"),
-        "floor_epe": floor_epe, "floor_moving_count": (t - 1) * n_moving, "floor_warp": floor_warp,
+        "floor_epe": floor_epe, "floor_warp": floor_warp,
         "floor_interior_count": (t - 1) * n_inner, "floor_speed": speed_real, "true_speed": true_speed,
     }
     rows = torch.stack([cols[c].double() for c in COLUMNS], dim=1)
@@ -247,7 +249,7 @@ def summarize(rows: torch.Tensor) -> dict[str, float]:
         "motion_leak": leak,
         "motion_static_change": ratio("static_abs", "static_count"),
         "motion_speed_ratio": speed,
-        "motion_epe": ratio("epe", "moving_count"),
+        "motion_epe": mean("epe_mean"),
         "motion_epe_bestk": mean("epe_best"),
         "motion_dir_cos": mean("cos_mean"),
         "motion_dir_cos_bestk": cos_best,
@@ -256,7 +258,7 @@ def summarize(rows: torch.Tensor) -> dict[str, float]:
         "motion_psnr_moving": mean("psnr_moving"),
         "motion_frame0_psnr": mean("frame0_psnr"),
         "motion_score": motion_score(leak, speed, cos_best),
-        "motion_floor_epe": ratio("floor_epe", "floor_moving_count"),
+        "motion_floor_epe": mean("floor_epe"),
         "motion_floor_speed_ratio": ratio("floor_speed", "true_speed"),
         "motion_floor_warp_error": ratio("floor_warp", "floor_interior_count"),
     }
