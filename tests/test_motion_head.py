@@ -233,3 +233,15 @@ def test_snapshot_round_trip_and_cli(tmp_path):
                           str(tmp_path / "x.mp4"), "--mask", str(tmp_path / "wide.png").replace("wide", "tall")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("vsyn: error:")
+
+
+def test_info_counts_the_motion_head():
+    """motion64 = bair64's generator + 4 more 1x1 output channels (4·16 weights + 4 biases) + the latent noise map
+    (Linear 64 -> 128·4·4)."""
+    from vsyn.commands.info import describe
+
+    pixels, motion = describe(load_config("bair64")), describe(load_config("motion64"))
+    assert motion["head"] == "motion" and pixels["head"] == "pixels"
+    gp, gm = pixels["networks"]["generator"]["params"], motion["networks"]["generator"]["params"]
+    assert gm - gp == 4 * 16 + 4 + (64 * 2048 + 2048)
+    assert pixels["networks"]["temporal_critic"] == motion["networks"]["temporal_critic"]
