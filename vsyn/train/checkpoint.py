@@ -59,15 +59,30 @@ def save_checkpoint(
     if rt.is_main:
         save_snapshot(tmp, rt.raw_generator, ema.model, cfg, step, kimg)
         (tmp / "state" / "trainer.json").write_text(json.dumps(trainer_state, indent=2))
-        (tmp / COMPLETE_MARKER).write_text("")
-        _fsync_dir(tmp)
-        if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-        prune(root, keep_last)
+        commit(tmp, final, keep_last)
     rt.barrier()
     return final
+
+
+def commit(tmp: Path, final: Path, keep_last: int, *, fsync_files: bool = False) -> None:
+    """Rank 0, once every rank's files are in `tmp`: mark it complete, rename it into place, prune old ones.
+
+    fsync_files: flush every file's data first (the background writer does; it costs the loop nothing there), so
+    a machine crash cannot leave a COMPLETE checkpoint whose files were still in the page cache."""
+    if fsync_files:
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                with path.open("rb") as f:
+                    os.fsync(f.fileno())
+            else:
+                _fsync_dir(path)
+    (tmp / COMPLETE_MARKER).write_text("")
+    _fsync_dir(tmp)
+    if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    prune(final.parent, keep_last)
 
 
 def update_trainer_state(ckpt: Path, **changes: Any) -> None:

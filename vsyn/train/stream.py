@@ -4,7 +4,9 @@ A WebDataset pipeline cannot seek, so the position is made recomputable instead:
 seed derived from (seed, block) every `block_steps` steps, and resuming at step s rebuilds block s // block_steps
 and skips s % block_steps batches (a bounded replay). Every rank reads the *global* batch and keeps its slice,
 so N ranks see exactly the clips one process would; the price is that each rank decodes the whole global batch,
-which is small for this GAN (8 clips by default).
+which is small for this GAN (8 clips by default). With `per_rank=True` (data.reading=per_rank) the factory reads
+only this rank's clips (its own shards and seeds, vsyn.data's disjoint passes) and the batch is used whole: the
+position is recomputed the same way, per rank, so resuming stays exact; only the equivalence to one process goes.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ def collect_readers() -> None:
 
 
 class ClipStream:
-    def __init__(self, factory: LoaderFactory, *, seed: int, block_steps: int, rank: int, world: int) -> None:
+    def __init__(self, factory: LoaderFactory, *, seed: int, block_steps: int, rank: int, world: int,
+                 per_rank: bool = False) -> None:
         self.factory, self.seed, self.block_steps = factory, seed, max(1, block_steps)
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.per_rank = rank, world, per_rank
         self.step = 0
         self._loader: Iterable[dict[str, Any]] | None = None
         self._it: Iterator[dict[str, Any]] | None = None
@@ -70,6 +73,8 @@ class ClipStream:
     def next(self) -> dict[str, Any]:
         """This rank's share of the next global batch."""
         batch = self._next_global()
+        if self.per_rank:
+            return batch  # already this rank's own clips
         video = batch["video"]
         n = video.shape[0] // self.world
         if n * self.world != video.shape[0]:
@@ -102,4 +107,5 @@ class ClipStream:
             collect_readers()
 
     def state(self) -> dict[str, int]:
-        return {"step": self.step, "seed": self.seed, "block_steps": self.block_steps}
+        return {"step": self.step, "seed": self.seed, "block_steps": self.block_steps,
+                "reading": "per_rank" if self.per_rank else "global"}
