@@ -58,6 +58,13 @@ CONFIGS = {
     "bair64": ("bair64", []),
     "tiny": ("tiny-cpu", ["model.ch_g=4", "model.ch_ds=4", "model.ch_dt=4", "train.batch=4", "model.frames=9"]),
 }
+
+
+def preset(name: str) -> tuple[str, list[str]]:
+    """(preset, overrides) of a --configs name: the table above, or any preset as it is (e.g. a motion-head one)."""
+    return CONFIGS.get(name, (name, []))
+
+
 # The original implementation on one H100 (issue 4): clips/s with one micro-batch of 8, no host copies.
 ANCHOR_CLIPS_PER_S = {"sky128": 11.05, "bair64": 35.5}
 
@@ -180,7 +187,7 @@ LAYOUTS = {"nchw": False, "cl": True}  # cl: the critics in channels_last (2D) a
 
 def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args: argparse.Namespace,
               peak: float) -> Row:
-    preset, overrides = CONFIGS[name]
+    preset_name, overrides = preset(name)
     train_precision, penalty_precision = PRECISIONS[precision]
     extra = [f"train.precision={train_precision}", f"loss.penalty_precision={penalty_precision}",
              f"train.compile={mode == 'compiled'}", f"train.cuda_graphs={mode == 'graphed'}",
@@ -194,7 +201,7 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
     reading = "per_rank" if data == "shards/per-rank" else "global"
     if shards:
         extra += [f"data.train={shards}", f"data.workers={args.workers}", f"data.reading={reading}"]
-    cfg = load_config(preset, [*overrides, *extra])
+    cfg = load_config(preset_name, [*overrides, *extra])
     t, m = cfg.train, cfg.model
     rt, ema, loss = build(cfg)
     steps = TrainSteps(cfg, rt, loss)  # the loop's own steps: eager, or captured as CUDA graphs (mode graphed)
@@ -295,7 +302,7 @@ def markdown(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", default="sky128,bair64", help=f"comma list of {', '.join(CONFIGS)}")
+    p.add_argument("--configs", default="sky128,bair64", help=f"comma list of {', '.join(CONFIGS)} or other presets")
     p.add_argument("--precision", default="fp32,bf16,bf16+penalty",
                    help="comma list of fp32, bf16 (penalties in fp32), bf16+penalty (penalties under autocast too)")
     p.add_argument("--layout", default="nchw", help="comma list of nchw, cl (channels_last / channels_last_3d)")

@@ -7,8 +7,11 @@ Per combination of --gpus x --distributed x --reading it runs, one after the oth
   2. `vsyn train` under torchrun for --kimg kimg: the run a user makes. Its logs/stats.jsonl carries the breakdown
      of each logging interval; the first --skip-kimg kimg (cuDNN autotuning, CUDA-graph capture, reader start-up)
      are left out of the steady-state figure, and logs/timing.json gives the whole run.
-Efficiency over GPUs (weak scaling: --batch clips per GPU) = clips/s at N GPUs / (N x clips/s at 1 GPU), for the
-same runtime and reading, when --gpus includes 1.
+Weak scaling: --batch clips per GPU, and every kimg setting (--kimg, --skip-kimg, snapshots, samples, ticks) per
+GPU too, so a run at N GPUs takes the same steps as one at 1 GPU. Efficiency = clips/s at N GPUs / (N x clips/s at
+1 GPU) for the same runtime, from a 1-GPU row of this invocation or of --baseline (a --json file of an earlier one).
+Any preset works as --config (e.g. a motion-head preset); bench/train.py's names (tiny, bair64, sky128) carry their
+overrides.
 
 Units: clips/s counts every real clip a step draws, critic and generator steps alike, as bench/train.py does. The
 trainer's progress bar and tick line count kimg = clips shown to the critic (n_critic of every n_critic + 1
@@ -27,6 +30,7 @@ The table is printed and appended with machine, commit and command to bench/RESU
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -44,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from record import append_report, commit, machine  # noqa: E402  (bench/record.py)
-from train import CONFIGS, LAYOUTS, PRECISIONS  # noqa: E402  (bench/train.py)
+from train import CONFIGS, LAYOUTS, PRECISIONS, preset  # noqa: E402  (bench/train.py)
 
 PHASES = ("data", "step", "ema", "checkpoint", "samples", "metrics", "logging")
 
@@ -98,7 +102,7 @@ def launcher(gpus: int) -> list[str]:
 def config_overrides(args: argparse.Namespace, distributed: str, gpus: int) -> list[str]:
     """The trainer's overrides for the settings bench/train.py takes as flags."""
     train_precision, penalty_precision = PRECISIONS[args.precision]
-    return [*CONFIGS[args.config][1], f"train.precision={train_precision}", f"loss.penalty_precision={penalty_precision}",
+    return [*preset(args.config)[1], f"train.precision={train_precision}", f"loss.penalty_precision={penalty_precision}",
             f"train.channels_last={LAYOUTS[args.layout]}", f"train.cuda_graphs={args.mode == 'graphed'}",
             f"train.compile={args.mode == 'compiled'}", f"train.distributed={distributed}",
             f"train.batch={args.batch * gpus}"]
@@ -119,8 +123,7 @@ def pack_shards(args: argparse.Namespace, work: Path) -> Path:
     """Procedural shards at the config's size and length (kept between invocations in --work)."""
     from vsyn.config import load_config
 
-    preset, overrides = CONFIGS[args.config]
-    m = load_config(preset, overrides).model
+    m = load_config(*preset(args.config)).model
     out = work / f"procedural-{m.resolution}px-{m.frames}f-{args.pack}"
     if not (out / "manifest.json").is_file():
         cmd = [sys.executable, "-m", "vsyn", "shards", "pack", "procedural", str(out), "--clips", str(args.pack),
@@ -165,22 +168,22 @@ def steady_state(run_dir: Path, skip_kimg: float) -> tuple[float, dict[str, floa
 
 def trainer_run(args: argparse.Namespace, gpus: int, distributed: str, reading: str, shards: Path,
                 work: Path) -> Row:
-    preset = CONFIGS[args.config][0]
+    name = preset(args.config)[0]
     run_dir = work / f"run-{gpus}-{distributed}-{reading}"
     shutil.rmtree(run_dir, ignore_errors=True)
     overrides = [*config_overrides(args, distributed, gpus), f"data.train={shards}", f"data.workers={args.workers}",
-                 f"data.reading={reading}", f"train.run_dir={run_dir}", f"train.total_kimg={args.kimg}",
-                 f"train.snapshot_kimg={args.snapshot_kimg}", f"train.sample_kimg={args.sample_kimg}",
-                 f"train.tick_kimg={args.tick_kimg}", f"train.log_every={args.log_every}",
+                 f"data.reading={reading}", f"train.run_dir={run_dir}", f"train.total_kimg={args.kimg * gpus}",
+                 f"train.snapshot_kimg={args.snapshot_kimg * gpus}", f"train.sample_kimg={args.sample_kimg * gpus}",
+                 f"train.tick_kimg={args.tick_kimg * gpus}", f"train.log_every={args.log_every}",
                  f"train.keep_last={args.keep_last}", "train.trackers=tensorboard", *args.set]
-    cmd = [*launcher(gpus), "-m", "vsyn", "train", preset, *overrides]
+    cmd = [*launcher(gpus), "-m", "vsyn", "train", name, *overrides]
     print(f"trainer: {shlex.join(cmd)}", flush=True)
     process_s = run(cmd, work / f"train-{gpus}-{distributed}-{reading}.log", timeout=args.timeout)
-    clips_per_s, shares, gpu_ms = steady_state(run_dir, args.skip_kimg)
+    clips_per_s, shares, gpu_ms = steady_state(run_dir, args.skip_kimg * gpus)
     whole = json.loads((run_dir / "logs" / "timing.json").read_text())
     from vsyn.config import load_config
 
-    n_critic = load_config(preset, overrides).train.n_critic
+    n_critic = load_config(name, overrides).train.n_critic
     return Row(args.config, args.mode, distributed, reading, gpus, 0.0, clips_per_s, whole["clips"] / whole["wall_s"],
                process_s, shares, gpu_ms, n_critic)
 
@@ -203,7 +206,7 @@ def report_header(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="bair64", choices=sorted(CONFIGS))
+    p.add_argument("--config", default="bair64", help=f"a preset, or one of bench/train.py's {', '.join(CONFIGS)}")
     p.add_argument("--precision", default="bf16+penalty", choices=sorted(PRECISIONS))
     p.add_argument("--layout", default="cl", choices=sorted(LAYOUTS))
     p.add_argument("--mode", default="graphed", choices=["eager", "compiled", "graphed"])
@@ -215,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pack", type=int, default=0, help="pack this many procedural clips into --work instead")
     p.add_argument("--work", default="", help="scratch directory (runs, logs, packed shards); default a temp dir")
     p.add_argument("--workers", type=int, default=6, help="data.workers (reader processes per rank)")
-    p.add_argument("--kimg", type=float, default=24, help="train.total_kimg of each trainer run")
-    p.add_argument("--skip-kimg", type=float, default=8, help="left out of the steady-state figure (warm-up)")
+    p.add_argument("--kimg", type=float, default=24, help="train.total_kimg of each trainer run, per GPU")
+    p.add_argument("--skip-kimg", type=float, default=8, help="per GPU, left out of the steady-state figure (warm-up)")
     p.add_argument("--snapshot-kimg", type=float, default=4)
     p.add_argument("--sample-kimg", type=float, default=16)
     p.add_argument("--tick-kimg", type=float, default=4)
@@ -228,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for the step benchmark and the trainer (repeatable)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess")
+    p.add_argument("--json", default="", help="also write the rows as JSON to this file")
+    p.add_argument("--baseline", default="", help="1-GPU rows for the efficiencies: a --json file of an earlier run")
     p.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = p.parse_args(argv)
     argv = argv if argv is not None else sys.argv[1:]
@@ -239,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     print(machine(), flush=True)
 
     rows: list[Row] = []
+    baseline = [Row(**r) for r in json.loads(Path(args.baseline).read_text())] if args.baseline else []
     steps: dict[tuple[int, str], float] = {}
     gpus_list = [int(g) for g in args.gpus.split(",")]
     for gpus, distributed, reading in itertools.product(gpus_list, args.distributed.split(","),
@@ -249,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             steps[gpus, distributed] = step_figure(args, gpus, distributed, work)
         row = trainer_run(args, gpus, distributed, reading, shards, work)
         row.step_clips_per_s = steps.get((gpus, distributed), 0.0)
-        base = next((r for r in rows if r.gpus == 1 and r.distributed == distributed), None)
+        base = next((r for r in [*rows, *baseline] if r.gpus == 1 and r.distributed == distributed), None)
         if base is not None and gpus > 1:
             row.efficiency = row.e2e_clips_per_s / (gpus * base.e2e_clips_per_s)
             if row.step_clips_per_s and base.step_clips_per_s:
@@ -259,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_record:  # row by row: a run cut off at a time limit keeps what it finished
             append_report((report_header(argv) + "\n" if not rows else "") + line)
         rows.append(row)
+        if args.json:
+            Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
     print(markdown(rows))
     print(f"logs and runs in {work}")
     return 0

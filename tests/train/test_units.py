@@ -239,3 +239,21 @@ def test_per_rank_reading_sees_no_clip_twice_in_a_block_and_seeks_exactly(shards
                 assert got["__key__"] == batches[rank][i]["__key__"]
                 assert torch.equal(got["video"], batches[rank][i]["video"])
             stream.close()
+
+
+def test_stream_lookahead_starts_the_next_reader_early_and_gives_the_same_batches():
+    opened: list[int] = []  # stream step at which each reader was made
+    fake = _fake_factory()
+
+    def factory(seed):
+        opened.append(stream.step)
+        return fake(seed)
+
+    plain = ClipStream(_fake_factory(), seed=1, block_steps=7, rank=0, world=1)
+    plain.seek(0)
+    stream = ClipStream(factory, seed=1, block_steps=7, rank=0, world=1, lookahead=3)
+    stream.seek(0)
+    for _ in range(20):
+        assert torch.equal(stream.next()["video"], plain.next()["video"])
+    # blocks 1, 2, 3 made 3 steps before they begin; the fake's 5-batch epochs make a second reader at steps 5, 12, 19
+    assert opened == [0, 4, 5, 11, 12, 18, 19]

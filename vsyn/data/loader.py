@@ -246,6 +246,11 @@ class ShardLoader:
                 n += 1
                 yield batch
 
+    def start(self) -> None:
+        """Start the training stream's worker processes now (they read ahead), not at the first batch."""
+        if self.train and self._stream is None:
+            self._stream = _start(self._loader)
+
     def close(self) -> None:
         """Stop the training stream's worker processes now."""
         stream, self._stream = self._stream, None

@@ -41,6 +41,7 @@ log = logging.getLogger("vsyn.train")
 EXIT_DONE = 0
 EXIT_REQUEUE = 3  # saved after SIGTERM/SIGUSR2; the launcher requeues on this code
 SAMPLE_CLIPS = 8
+READER_LOOKAHEAD_STEPS = 32  # the next data block's reader starts this many steps early (vsyn.train.stream)
 
 
 def loader_factory(cfg: Config, *, rank: int = 0, world: int = 1) -> LoaderFactory:
@@ -268,7 +269,7 @@ def _clip_stream(cfg: Config, factory: LoaderFactory, rt: Runtime) -> ClipStream
     per_rank = cfg.data.reading == "per_rank" and rt.world_size > 1
     reader = loader_factory(cfg, rank=rt.rank, world=rt.world_size) if per_rank else factory
     return ClipStream(reader, seed=t.seed, block_steps=t.data_block_steps, rank=rt.rank, world=rt.world_size,
-                      per_rank=per_rank)
+                      per_rank=per_rank, lookahead=min(READER_LOOKAHEAD_STEPS, t.data_block_steps // 4))
 
 
 def _first_clips(factory: LoaderFactory, seed: int) -> torch.Tensor:
