@@ -61,6 +61,7 @@ class Row:
     reading: str
     gpus: int
     step_clips_per_s: float  # bench/train.py, on-device clips
+    step_peak_gib: float
     e2e_clips_per_s: float  # the trainer, steady state
     whole_clips_per_s: float  # the trainer, whole run from the first step (warm-up and final save included)
     process_s: float  # the trainer's process, start to exit
@@ -76,7 +77,7 @@ class Row:
         pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         return [self.config, self.mode, self.distributed, self.reading, str(self.gpus),
                 f"{self.step_clips_per_s:.2f}", f"{self.e2e_clips_per_s:.2f}", f"{100 * ratio:.1f}%",
-                f"{critic:.2f}", f"{self.whole_clips_per_s:.2f}", f"{self.process_s:.0f}",
+                f"{critic:.2f}", f"{self.whole_clips_per_s:.2f}", f"{self.process_s:.0f}", f"{self.step_peak_gib:.2f}",
                 *(f"{100 * self.shares.get(p, 0.0):.1f}" for p in PHASES),
                 "-" if self.gpu_ms_per_step is None else f"{self.gpu_ms_per_step:.1f}",
                 pct(self.step_efficiency), pct(self.efficiency)]
@@ -84,6 +85,7 @@ class Row:
 
 HEADER = ["config", "mode", "runtime", "reading", "GPUs", "step clips/s (bench/train.py)", "trainer clips/s",
           "trainer / step", "trainer kimg-clips/s (progress bar)", "trainer clips/s, whole run", "trainer process (s)",
+          "step peak GPU memory per GPU (GiB)",
           *(f"{p} %" for p in PHASES), "GPU ms per step (trainer)", "step efficiency", "trainer efficiency"]
 
 
@@ -128,13 +130,14 @@ def pack_shards(args: argparse.Namespace, work: Path) -> Path:
     if not (out / "manifest.json").is_file():
         cmd = [sys.executable, "-m", "vsyn", "shards", "pack", "procedural", str(out), "--clips", str(args.pack),
                "--size", str(m.resolution), "--frames", str(m.frames), "--workers", str(os.cpu_count() or 1),
-               "--seed", "0"]
+               "--seed", "0", "--shard-samples", "256"]  # many shards: per-rank readers then deal whole shards
         print(f"packing {args.pack} procedural clips: {shlex.join(cmd)}", flush=True)
         run(cmd, work / "pack.log", timeout=args.timeout)
     return out
 
 
-def step_figure(args: argparse.Namespace, gpus: int, distributed: str, work: Path) -> float:
+def step_figure(args: argparse.Namespace, gpus: int, distributed: str, work: Path) -> tuple[float, float]:
+    """bench/train.py's clips/s and peak GPU memory (GiB, per GPU) at these settings."""
     out = work / f"step-{gpus}-{distributed}.json"
     cmd = [*launcher(gpus), str(ROOT / "bench" / "train.py"), "--configs", args.config, "--precision", args.precision,
            "--layout", args.layout, "--mode", args.mode, "--data", "on-device", "--cycles", str(args.step_cycles),
@@ -145,7 +148,7 @@ def step_figure(args: argparse.Namespace, gpus: int, distributed: str, work: Pat
     rows = json.loads(out.read_text())
     if not rows:
         raise RuntimeError(f"bench/train.py gave no row (skipped?): see {work}/step-{gpus}-{distributed}.log")
-    return float(rows[0]["clips_per_s"])
+    return float(rows[0]["clips_per_s"]), float(rows[0]["peak_gib"])
 
 
 def steady_state(run_dir: Path, skip_kimg: float) -> tuple[float, dict[str, float], float | None]:
@@ -184,7 +187,8 @@ def trainer_run(args: argparse.Namespace, gpus: int, distributed: str, reading: 
     from vsyn.config import load_config
 
     n_critic = load_config(name, overrides).train.n_critic
-    return Row(args.config, args.mode, distributed, reading, gpus, 0.0, clips_per_s, whole["clips"] / whole["wall_s"],
+    return Row(args.config, args.mode, distributed, reading, gpus, 0.0, float("nan"), clips_per_s,
+               whole["clips"] / whole["wall_s"],
                process_s, shares, gpu_ms, n_critic)
 
 
@@ -245,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     baseline = [Row(**r) for r in json.loads(Path(args.baseline).read_text())] if args.baseline else []
-    steps: dict[tuple[int, str], float] = {}
+    steps: dict[tuple[int, str], tuple[float, float]] = {}
     gpus_list = [int(g) for g in args.gpus.split(",")]
     for gpus, distributed, reading in itertools.product(gpus_list, args.distributed.split(","),
                                                         args.reading.split(",")):
@@ -254,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_step and (gpus, distributed) not in steps:
             steps[gpus, distributed] = step_figure(args, gpus, distributed, work)
         row = trainer_run(args, gpus, distributed, reading, shards, work)
-        row.step_clips_per_s = steps.get((gpus, distributed), 0.0)
+        row.step_clips_per_s, row.step_peak_gib = steps.get((gpus, distributed), (0.0, float("nan")))
         base = next((r for r in [*rows, *baseline] if r.gpus == 1 and r.distributed == distributed), None)
         if base is not None and gpus > 1:
             row.efficiency = row.e2e_clips_per_s / (gpus * base.e2e_clips_per_s)
