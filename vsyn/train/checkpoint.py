@@ -9,7 +9,9 @@ Layout of `run_dir/checkpoints/ckpt-<step>/`:
 
 All ranks write into `.tmp-ckpt-<step>` (DeepSpeed saves are collective and sharded), rank 0 finishes the
 snapshot, marks it complete and renames it into place; a crash at any point leaves either the previous
-checkpoint set or a stale temp dir that the next run deletes. Resume picks the newest complete one.
+checkpoint set or a stale temp dir that the next run deletes. Resume picks the newest complete one. The loop
+normally writes the same layout from a background thread (async_checkpoint.py); `save_checkpoint` is the
+synchronous path (DeepSpeed, or train.async_checkpoint=false) and `commit` the last step of both.
 """
 
 from __future__ import annotations
