@@ -71,14 +71,23 @@ class HostState:
     generator_ema: dict[str, torch.Tensor]
 
 
+def _saved_module(acc: Any) -> torch.nn.Module:
+    """The module `Accelerator.save_state` saves: the one given to `prepare`, before any DDP wrapping."""
+    (model,) = acc._models  # one network per accelerator (runtime.py)
+    return model
+
+
 def capture(rt: Runtime, ema: GeneratorEMA) -> HostState:
     pinned = rt.device.type == "cuda"
+    saved_g = _saved_module(rt.acc_g)
+    model_g = to_host(rt.acc_g.get_state_dict(saved_g, unwrap=False), pinned)
     state = HostState(
-        model_g=to_host(rt.acc_g.get_state_dict(rt.generator, unwrap=False), pinned),
+        model_g=model_g,
         optim_g=to_host(rt.opt_g.state_dict(), pinned),
-        model_d=to_host(rt.acc_d.get_state_dict(rt.critics, unwrap=False), pinned),
+        model_d=to_host(rt.acc_d.get_state_dict(_saved_module(rt.acc_d), unwrap=False), pinned),
         optim_d=to_host(rt.opt_d.state_dict(), pinned),
-        generator=to_host(rt.raw_generator.state_dict(), pinned),
+        # the snapshot's generator: the same tensors when Accelerate saves the raw module (it does under DDP)
+        generator=model_g if saved_g is rt.raw_generator else to_host(rt.raw_generator.state_dict(), pinned),
         generator_ema=to_host(ema.model.state_dict(), pinned),
     )
     if pinned:
