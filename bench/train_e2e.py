@@ -83,7 +83,7 @@ class Row:
                 pct(self.step_efficiency), pct(self.efficiency)]
 
 
-HEADER = ["config", "mode", "runtime", "reading", "GPUs", "step clips/s (bench/train.py)", "trainer clips/s",
+HEADER = ["config", "mode", "runtime", "reading", "processes (GPUs)", "step clips/s (bench/train.py)", "trainer clips/s",
           "trainer / step", "trainer kimg-clips/s (progress bar)", "trainer clips/s, whole run", "trainer process (s)",
           "step peak GPU memory per GPU (GiB)",
           *(f"{p} %" for p in PHASES), "GPU ms per step (trainer)", "step efficiency", "trainer efficiency"]
