@@ -192,10 +192,13 @@ def trainer_run(args: argparse.Namespace, gpus: int, distributed: str, reading: 
                process_s, shares, gpu_ms, n_critic)
 
 
-def report_header(argv: list[str]) -> str:
+def report_header(argv: list[str], load_before: float) -> str:
     return "\n".join([
         f"\n## bench/train_e2e.py — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {machine()}",
+        "",
+        f"- machine: {machine()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load average (1 min) "
+        f"at the start / at this row: {load_before:.1f} / {os.getloadavg()[0]:.1f} (shared machines: read CPU figures "
+        "with this in mind)",
         f"- commit: {commit()}",
         f"- command: `{shlex.join(['python', 'bench/train_e2e.py', *argv])}`",
         "- clips/s count every real clip a step draws (critic and generator steps), as bench/train.py does; the "
@@ -246,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     shards = Path(args.shards) if args.shards else pack_shards(args, work)
     print(machine(), flush=True)
+    load_before = os.getloadavg()[0]
 
     rows: list[Row] = []
     baseline = [Row(**r) for r in json.loads(Path(args.baseline).read_text())] if args.baseline else []
@@ -267,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         line = "| " + " | ".join(row.cells()) + " |"
         print(line, flush=True)
         if not args.no_record:  # row by row: a run cut off at a time limit keeps what it finished
-            append_report((report_header(argv) + "\n" if not rows else "") + line)
+            append_report((report_header(argv, load_before) + "\n" if not rows else "") + line)
         rows.append(row)
         if args.json:
             Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
