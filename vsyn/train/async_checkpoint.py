@@ -124,6 +124,8 @@ class CheckpointSaver:
         self.rt, self.root, self.cfg, self.ema, self.keep_last = rt, root, cfg, ema, keep_last
         self.asynchronous = asynchronous and not rt.use_deepspeed
         self.writer = writer or BackgroundWriter()
+        import accelerate.checkpointing  # noqa: F401 - imported here, never first in the writer thread (a fork of
+        import accelerate.utils  # noqa: F401 - the reader's workers must not catch a module import half-way)
 
     def save(self, trainer_state: dict[str, Any]) -> Path:
         if not self.asynchronous:

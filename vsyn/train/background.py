@@ -1,8 +1,10 @@
-"""One background thread for the trainer's disk writes (checkpoint commits, sample-sheet encodes), in order.
+"""One background thread for the trainer's disk writes (checkpoint files), in order.
 
-A thread, not a process: the jobs are file writes, fsyncs and video encodes that spend their time in I/O and in
-C code, and the state they write is already a host copy (a process would need it copied again through shared
-memory, and forking a CUDA process is unsafe). Each job kind has at most one job in flight: submitting a second
+A thread, not a process: the jobs are file writes and fsyncs that spend their time in I/O and in C code, and the
+state they write is already a host copy (a process would need it copied again through shared memory, and forking
+a CUDA process is unsafe). Sample sheets are *not* encoded here: reader workers are forked from the main process
+while this thread runs, and a fork taken while the thread held one of libav's global locks (codec opening) would
+leave a worker that decodes with libav deadlocked; sheets are small and rare (well under 1% of a run). Each job kind has at most one job in flight: submitting a second
 one of a kind first waits for the first, so host copies never pile up when the disk is slower than the schedule.
 A job's exception is raised in the loop's thread by the next `wait`/`submit` of its kind or by `close`.
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +163,7 @@ def _train(cfg: Config, rt: Runtime, ema: GeneratorEMA, factory: LoaderFactory, 
     progress = Progress(rt.is_main, t.total_kimg, nimg / 1000)
     local_batch = t.batch // rt.world_size
     cycle = t.n_critic + 1
-    writer = BackgroundWriter()  # checkpoint commits and sample-sheet encodes, off the loop's thread
+    writer = BackgroundWriter()  # checkpoint writes, off the loop's thread
     saver = CheckpointSaver(rt, ckpt_root, cfg, ema, t.keep_last, asynchronous=t.async_checkpoint, writer=writer)
     clock = PhaseClock(rt.device)  # where the wall time goes (vsyn.train.timers): logged with the scalars
 
@@ -207,8 +206,7 @@ def _train(cfg: Config, rt: Runtime, ema: GeneratorEMA, factory: LoaderFactory, 
                     rt.acc_g.log({"data/skipped_samples": stream.skipped, "progress/kimg": nimg / 1000}, step=step)
                 if sheet is not None and (crossed(prev_nimg, nimg, t.sample_kimg) or done):
                     clock.switch("samples", drain=True)
-                    grid = sheet.render(ema.model)
-                    writer.submit("samples", partial(sheet.encode, grid, run_dir / "samples", f"step-{step:09d}"))
+                    sheet.write(ema.model, run_dir / "samples", f"step-{step:09d}")
                 if crossed(prev_nimg, nimg, t.snapshot_kimg) or done or stop:
                     clock.switch("checkpoint", drain=True)
                     trainer_state = {"step": step, "nimg": nimg, "best": best, "data": stream.state(),
@@ -221,7 +219,7 @@ def _train(cfg: Config, rt: Runtime, ema: GeneratorEMA, factory: LoaderFactory, 
                         best = _after_snapshot(cfg, rt, ema, saved, step, nimg, best)
                 if stop or done:
                     clock.switch("checkpoint")
-                    writer.close()  # the last checkpoint (and sample sheet) complete on disk before the exit
+                    writer.close()  # the last checkpoint complete on disk before the exit
                     clock.switch(None)
                 if stop:
                     log.info("preemption signal: saved at step %d, exiting with %d", step, EXIT_REQUEUE)
@@ -232,7 +230,7 @@ def _train(cfg: Config, rt: Runtime, ema: GeneratorEMA, factory: LoaderFactory, 
             try:
                 writer.close()  # after an error too: a write in flight holds a consistent step; it completes
             except Exception:  # noqa: BLE001 - the loop's own exception (if any) is the one to raise
-                log.exception("a background checkpoint or sample write failed")
+                log.exception("a background checkpoint write failed")
             if rt.is_main:
                 write_timing(run_dir / "logs" / "timing.json", clock, t.batch)
             progress.close()

@@ -17,22 +17,15 @@ class SampleSheet:
         """real: uint8 (N,T,3,H,W) clips whose frame 0 is animated; noise: (N, noise_dim) or None."""
         self.real, self.noise, self.fps = real, noise, fps
 
-    def write(self, generator: nn.Module, out_dir: Path, stem: str) -> list[Path]:
-        return self.encode(self.render(generator), out_dir, stem)
-
     @torch.no_grad()
-    def render(self, generator: nn.Module) -> np.ndarray:
-        """The sheet's frames, uint8 (T, H, W, 3) on the host: the part that needs the generator (and the GPU)."""
+    def write(self, generator: nn.Module, out_dir: Path, stem: str) -> list[Path]:
         device = next(generator.parameters()).device
         real = self.real.to(device).float() / 255
         noise = None if self.noise is None else self.noise.to(device)
         fake = generator(real[:, 0], num_frames=real.shape[1], noise=noise)
         both = torch.cat([real, fake.float()])  # row of reals, row of fakes
         clips = (both.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
-        return video_grid(clips, columns=real.shape[0])
-
-    def encode(self, grid: np.ndarray, out_dir: Path, stem: str) -> list[Path]:
-        """mp4 and GIF of a rendered sheet, each written to a temp name and renamed (safe in a background thread)."""
+        grid = video_grid(clips, columns=real.shape[0])
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
         for fmt in ("mp4", "gif"):
