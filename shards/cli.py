@@ -30,7 +30,7 @@ def _units(args: argparse.Namespace, inputs: list[Path]) -> list[Unit]:
     if args.source == "procedural":
         if inputs:
             raise VsynError("procedural takes no inputs: vsyn shards pack procedural OUT --clips N")
-        return procedural_units(args.clips, args.seed, args.val_fraction)
+        return procedural_units(args.clips, args.seed, args.val_fraction, args.split)
     if not inputs:
         raise VsynError(f"{args.source} needs at least one input: vsyn shards pack {args.source} INPUT... OUT")
     for path in inputs:
@@ -56,6 +56,8 @@ def _pack(args: argparse.Namespace) -> int:
     )
     units = _units(args, inputs)
     config = {"source": args.source, "inputs": [str(p.resolve()) for p in inputs], "val_fraction": args.val_fraction}
+    if args.source == "procedural":
+        config["split"] = args.split
     summary = pack(units, out, opts, ShardLimits(args.shard_size, args.shard_samples), config, args.workers)
     for error in summary.errors[:20]:
         print(f"skipped unreadable input {error}", file=sys.stderr)
@@ -111,6 +113,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--motion-gap", type=int, default=5)
     p.add_argument("--clips", type=int, default=64, help="procedural: number of clips")
     p.add_argument("--seed", type=int, default=0, help="procedural: dataset seed")
+    p.add_argument("--split", choices=("train", "test"), default="train",
+                   help="procedural: train scenes (default; --val-fraction holds some out as val) or held-out test "
+                        "scenes from a separate seed range")
     p.add_argument("--license", default="", help="license of the source material, stored with every clip")
     p.add_argument("--attribution", default="", help="attribution stored with every clip")
     p.set_defaults(func=_pack)

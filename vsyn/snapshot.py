@@ -57,7 +57,8 @@ def write_snapshot(
     save_file({k: v.contiguous() for k, v in generator_state.items()}, str(directory / WEIGHT_FILES[False]))
     save_file({k: v.contiguous() for k, v in ema_state.items()}, str(directory / WEIGHT_FILES[True]))
     cfg.save(directory / "config.json")
-    meta = {"step": int(step), "kimg": float(kimg), **(extra_meta or {})}
+    meta = {"step": int(step), "kimg": float(kimg), "generator": cfg.model.generator, "head": cfg.model.head,
+            **(extra_meta or {})}
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
     return directory
 

@@ -58,8 +58,9 @@ def run_train(run_dir: Path, shards: Path, *extra: str, env: dict[str, str] | No
 
 
 def read_losses(run_dir: Path) -> dict[int, dict[str, float]]:
-    """step -> the scalars logged for it (the last record wins, as after a resume), without the loop's wall-time
-    breakdown (`time/*`: measured, so different in every run; read_times has them)."""
+    """step -> the scalars logged for it (records of one step merge, the last value wins, as after a resume;
+    snapshot metrics add `metrics/<name>` keys to the step that ended before the snapshot), without the loop's
+    wall-time breakdown (`time/*`: measured, so different in every run; read_times has them)."""
     return {step: {k: v for k, v in rec.items() if not k.startswith("time/")} for step, rec in _records(run_dir).items()}
 
 
@@ -73,5 +74,5 @@ def _records(run_dir: Path) -> dict[int, dict[str, float]]:
     out: dict[int, dict[str, float]] = {}
     for line in (run_dir / "logs" / "stats.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        out[rec.pop("step")] = rec
+        out.setdefault(rec.pop("step"), {}).update(rec)
     return out

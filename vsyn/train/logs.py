@@ -62,6 +62,12 @@ class ScalarLog:
         return records
 
 
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """One more line of stats.jsonl (snapshot metrics: `metrics/<name>` keys beside step and kimg)."""
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def gpu_memory_gib() -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
 

@@ -24,8 +24,8 @@ from vsyn.train.async_checkpoint import CheckpointSaver
 from vsyn.train.background import BackgroundWriter
 from vsyn.train.ema import GeneratorEMA
 from vsyn.metrics import selection_score
-from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks
-from vsyn.train.logs import Progress, ScalarLog
+from vsyn.train.hooks import SnapshotContext, best_metric, run_snapshot_hooks, snapshot_data
+from vsyn.train.logs import Progress, ScalarLog, append_record
 from vsyn.train.loss import VideoGANLoss
 from vsyn.train.randomness import StepRandom, step_seed
 from vsyn.train.runtime import Runtime, build_runtime, world_size_from_env
@@ -44,8 +44,9 @@ READER_LOOKAHEAD_STEPS = 32  # the next data block's reader starts this many ste
 
 
 def loader_factory(cfg: Config, *, rank: int = 0, world: int = 1) -> LoaderFactory:
-    """seed -> the global-batch reader over cfg.data.train (every rank reads the same stream; see stream.py), or
-    with data.reading=per_rank and world > 1, this rank's reader of its own batch / world clips.
+    """seed -> the global-batch reader over cfg.data.train's train split (every rank reads the same stream; see
+    stream.py), or with data.reading=per_rank and world > 1, this rank's reader of its own batch / world clips.
+    `DIR` or `DIR/manifest.json` reads the train split; `...#val` would read another on purpose.
 
     One reader epoch is one stream block, so a reader is replaced, never restarted, at block boundaries.
     Its workers ignore SIGTERM/SIGUSR2 (vsyn.data.worker_init_fn): the main process saves first.
@@ -53,11 +54,13 @@ def loader_factory(cfg: Config, *, rank: int = 0, world: int = 1) -> LoaderFacto
     per_rank = cfg.data.reading == "per_rank" and world > 1
     if not cfg.data.train:
         raise VsynError("data.train is empty: pack shards first (vsyn shards pack ...) and set data.train=DIR")
-    from vsyn.data import make_loader
+    from vsyn.data import TRAIN_SPLITS, make_loader, pin_split
+
+    data = pin_split(cfg.data.train, TRAIN_SPLITS)  # once: a missing split fails here, not at the first block
 
     def make(seed: int):
         return make_loader(
-            cfg.data.train,
+            data,
             frames=cfg.model.frames,
             batch_size=cfg.train.batch // world if per_rank else cfg.train.batch,
             mode="train",
@@ -127,6 +130,8 @@ def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
     if factory is not None and cfg.data.reading == "per_rank" and world_size_from_env() > 1:
         raise VsynError("data.reading=per_rank reads data.train on each rank; it cannot take a custom reader")
     factory = factory or loader_factory(cfg)
+    if cfg.eval.metrics:
+        snapshot_data(cfg)  # a missing held-out split fails now, not at the first snapshot
 
     rt, ema = setup(cfg, log_dir=run_dir / "logs")
     try:
@@ -245,7 +250,10 @@ def _after_snapshot(cfg: Config, rt, ema: GeneratorEMA, saved: Path, step: int, 
         rt.acc_g.log({f"metrics/{k}": v for k, v in results.items()}, step=step)
         if rt.is_main:
             log.info("metrics at kimg %.3f: %s", nimg / 1000, results)
-    metric = cfg.eval.best_metric
+            # keyed like the loss records, by the last step taken, so a resume from this checkpoint keeps it
+            append_record(cfg.run_dir / "logs" / "stats.jsonl",
+                          {"step": step - 1, "kimg": nimg / 1000, **{f"metrics/{k}": v for k, v in results.items()}})
+    metric = best_metric(cfg, results)
     if metric and metric in results:
         score = selection_score(metric, float(results[metric]))
         if best is None or score < best["score"]:
