@@ -257,3 +257,20 @@ def test_stream_lookahead_starts_the_next_reader_early_and_gives_the_same_batche
         assert torch.equal(stream.next()["video"], plain.next()["video"])
     # blocks 1, 2, 3 made 3 steps before they begin; the fake's 5-batch epochs make a second reader at steps 5, 12, 19
     assert opened == [0, 4, 5, 11, 12, 18, 19]
+
+
+def test_training_reader_skips_motion_labels_and_reads_the_same_frames(shards):
+    """The trainer's reader decodes no flow/mask (its losses read frames only); the frames are the ones a reader
+    with labels gives for the same seed."""
+    from trainkit import TINY
+
+    from vsyn.config import load_config
+    from vsyn.data import make_loader
+    from vsyn.train.loop import loader_factory
+
+    cfg = load_config("tiny-cpu", [f"data.train={shards}", *TINY, "data.workers=0"])
+    plain = next(iter(loader_factory(cfg)(5)))
+    labelled = next(iter(make_loader(shards, frames=9, batch_size=4, workers=0, shuffle_buffer=16, seed=5, size=32,
+                                     epoch_samples=cfg.train.data_block_steps * 4)))
+    assert "flow" in labelled and "mask" in labelled and "flow" not in plain and "mask" not in plain
+    assert plain["__key__"] == labelled["__key__"] and torch.equal(plain["video"], labelled["video"])

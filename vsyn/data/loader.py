@@ -62,6 +62,7 @@ class ClipSpec:
     size: int | None = None  # crop to size x size (random position with random_crop); None keeps the stored size
     flip: bool = True
     random_crop: bool = False
+    labels: bool = True  # decode the motion labels (flow, mask) when the shards hold them; training needs none
 
 
 def _shuffle(samples: Iterator[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
@@ -179,11 +180,11 @@ class ClipDataset(IterableDataset):
         spec = self.spec
         meta = metadata(sample)
         indices = window(num_frames(sample, meta), spec.frames, spec.stride, rng)
-        flow = decode_flow(sample)
+        flow = decode_flow(sample) if spec.labels else None
         clip = Clip(
             decode_video(sample, meta, indices),
             window_flow(flow, indices) if flow is not None else None,
-            decode_mask(sample),
+            decode_mask(sample) if spec.labels else None,
         )
         if spec.size is not None and clip.video.shape[1:3] != (spec.size, spec.size):
             clip = crop(clip, spec.size, rng if spec.random_crop else None)
@@ -302,6 +303,7 @@ def make_loader(
     timeout_s: float = 600.0,
     splits: Sequence[str] | None = None,
     disjoint: bool = False,
+    labels: bool = True,
 ) -> ShardLoader:
     """Batches of ``batch_size`` clips of ``frames`` frames from the shards behind ``urls``.
 
@@ -311,6 +313,8 @@ def make_loader(
     ``splits``: read the first of these splits a manifest has (``vsyn.data.urls.TRAIN_SPLITS``/``EVAL_SPLITS``);
     None reads what ``urls`` names.
     ``disjoint``: training readers deal passes over the shards instead of resampling them (see the module doc).
+    ``labels=False``: skip the motion labels (``flow``, ``mask``) even where the shards hold them: the trainer uses
+    none, and at 64 px a procedural clip's flow is larger than its frames.
     """
     if mode not in MODES:
         raise VsynError(f"data mode must be one of {MODES}, not {mode!r}")
@@ -319,7 +323,7 @@ def make_loader(
     shards = resolve(urls, splits)
     rank, world_size = dist_info(rank, world_size)
     train = mode == "train"
-    spec = ClipSpec(frames=frames, stride=stride, size=size, flip=flip, random_crop=random_crop)
+    spec = ClipSpec(frames=frames, stride=stride, size=size, flip=flip, random_crop=random_crop, labels=labels)
     dataset = ClipDataset(
         shards, spec, batch_size=batch_size, train=train, shuffle_buffer=shuffle_buffer if train else 0,
         seed=seed, rank=rank, world_size=world_size, disjoint=disjoint,

@@ -76,6 +76,7 @@ def loader_factory(cfg: Config, *, rank: int = 0, world: int = 1) -> LoaderFacto
             rank=rank if per_rank else 0,  # global: the same stream on every rank; ClipStream keeps a slice
             world_size=world if per_rank else 1,
             disjoint=per_rank,  # ranks deal each pass over the shards: no clip read by two ranks in a pass
+            labels=False,  # the losses read the frames only: no flow/mask decoding, copying, pinning
         )
 
     return make
