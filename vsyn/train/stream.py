@@ -9,7 +9,7 @@ only this rank's clips (its own shards and seeds, vsyn.data's disjoint passes) a
 position is recomputed the same way, per rank, so resuming stays exact; only the equivalence to one process goes.
 
 Block boundaries off the critical path: a new reader's workers take a while to start and fill their queues, and
-an old one's take a while to stop (measured on a 2-core CPU: ~1 s each). With `lookahead=k` the next block's
+an old one's take a while to stop (worker start-up, first batch, joins: both used to stall the loop). With `lookahead=k` the next block's
 reader is started k steps before its block (its workers read ahead meanwhile; its batches are those it would give
 if opened at the boundary), and a finished reader that can stop itself (`close()`, as vsyn.data's does) is stopped
 by a background thread.
