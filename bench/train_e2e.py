@@ -126,11 +126,11 @@ def pack_shards(args: argparse.Namespace, work: Path) -> Path:
     from vsyn.config import load_config
 
     m = load_config(*preset(args.config)).model
-    out = work / f"procedural-{m.resolution}px-{m.frames}f-{args.pack}"
+    out = work / f"procedural-{m.resolution}px-{m.frames}f-{args.pack}-{args.shard_samples}"
     if not (out / "manifest.json").is_file():
         cmd = [sys.executable, "-m", "vsyn", "shards", "pack", "procedural", str(out), "--clips", str(args.pack),
                "--size", str(m.resolution), "--frames", str(m.frames), "--workers", str(os.cpu_count() or 1),
-               "--seed", "0", "--shard-samples", "256"]  # many shards: per-rank readers then deal whole shards
+               "--seed", "0", "--shard-samples", str(args.shard_samples)]
         print(f"packing {args.pack} procedural clips: {shlex.join(cmd)}", flush=True)
         run(cmd, work / "pack.log", timeout=args.timeout)
     return out
@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8, help="clips per GPU per step (global batch = batch x GPUs)")
     p.add_argument("--shards", default="", help="training shards (a directory or manifest)")
     p.add_argument("--pack", type=int, default=0, help="pack this many procedural clips into --work instead")
+    p.add_argument("--shard-samples", type=int, default=256, help="clips per packed shard: per-rank readers deal "
+                   "whole shards when there are at least GPUs x workers of them")
     p.add_argument("--work", default="", help="scratch directory (runs, logs, packed shards); default a temp dir")
     p.add_argument("--workers", type=int, default=6, help="data.workers (reader processes per rank)")
     p.add_argument("--kimg", type=float, default=24, help="train.total_kimg of each trainer run, per GPU")
