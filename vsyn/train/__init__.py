@@ -8,6 +8,6 @@ stream.py    the data stream with a resumable position; randomness.py  per-step 
 ema.py, logs.py, samples.py, hooks.py, signals.py  EMA, scalars/progress, sample sheets, snapshot hooks, signals
 """
 
-from vsyn.train.loop import EXIT_DONE, EXIT_REQUEUE, run
+from vsyn.train.loop import EXIT_DONE, EXIT_INTERRUPTED, EXIT_REQUEUE, run
 
-__all__ = ["EXIT_DONE", "EXIT_REQUEUE", "run"]
+__all__ = ["EXIT_DONE", "EXIT_INTERRUPTED", "EXIT_REQUEUE", "run"]
