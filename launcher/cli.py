@@ -64,13 +64,13 @@ def register_jobs(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("target", metavar="RUN_OR_JOB", help="run dir, launch dir or job id")
     s.set_defaults(func=_status)
     t = sub.add_parser("tail", help="last lines of every rank's stdout and stderr")
-    t.add_argument("target", metavar="RUN_OR_JOB")
+    t.add_argument("target", metavar="RUN_OR_JOB", help="run dir, launch dir or job id")
     t.add_argument("-n", "--lines", type=int, default=20, help="lines per stream")
     t.add_argument("--rank", type=int, help="only this rank")
     t.add_argument("--err", action="store_true", help="stderr only")
     t.set_defaults(func=_tail)
     c = sub.add_parser("cancel", help="cancel the run's queued and running jobs")
-    c.add_argument("target", metavar="RUN_OR_JOB")
+    c.add_argument("target", metavar="RUN_OR_JOB", help="run dir, launch dir or job id")
     c.set_defaults(func=_cancel)
 
 
