@@ -150,3 +150,27 @@ def test_serve_actions_are_subcommands_with_their_own_help(capsys):
     stop = _help(capsys, "serve", "stop")
     assert "--run-dir" in stop and "--model-store" not in stop
     assert "exit 0" in _help(capsys, "serve", "status").replace("\n", " ").lower()
+
+
+NOISE = """
+from vsyn.console import configure
+configure(verbose={verbose})
+from deepspeed.accelerator import get_accelerator
+get_accelerator()  # DeepSpeed's "Setting accelerator to CPU" on a machine without a GPU
+import warnings
+warnings.warn("Grad strides do not match bucket view strides. This may indicate grad was not created ...")
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_known_library_noise_is_filtered_unless_verbose(verbose):
+    """Against the real libraries: the known lines are gone by default and back with -v."""
+    env = {k: v for k, v in os.environ.items() if k != "VSYN_VERBOSE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", NOISE.format(verbose=verbose)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr
+    both = proc.stdout + proc.stderr
+    assert ("Setting accelerator to CPU" in both) is verbose
+    assert ("Grad strides do not match" in both) is verbose
