@@ -161,6 +161,10 @@ def launch_training(
         raise VsynError("--chain must be >= 1")
     if local and chain > 1:
         raise VsynError("--chain needs SLURM (dependencies); the LocalExecutor runs one job at a time")
+    from vsyn.train.resume import plan_resume  # here: the trainer's imports stay out of every `vsyn` start-up
+
+    for cfg in cfgs:
+        plan_resume(cfg)  # a run dir's checkpoint refuses a changed model here, before config.json is rewritten
     if not local:
         check_cluster()  # before anything is written
     name = f"vsyn-{cfgs[0].name}" if len(cfgs) == 1 else f"vsyn-sweep-{cfgs[0].name}"

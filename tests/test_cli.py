@@ -3,6 +3,7 @@ the working directory exactly as it was; --version, -v anywhere, and sub-command
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -174,3 +175,12 @@ def test_known_library_noise_is_filtered_unless_verbose(verbose):
     both = proc.stdout + proc.stderr
     assert ("Setting accelerator to CPU" in both) is verbose
     assert ("Grad strides do not match" in both) is verbose
+
+
+def test_every_option_and_argument_has_help():
+    from vsyn.cli import _all_parsers
+
+    skip = (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction)
+    missing = [f"{p.prog} {a.option_strings or a.dest}" for p in _all_parsers(build_parser()) for a in p._actions
+               if not isinstance(a, skip) and not a.help]
+    assert missing == []
