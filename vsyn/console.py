@@ -40,20 +40,17 @@ class _DropMatching(logging.Filter):
         return not self.pattern.search(record.getMessage())
 
 
-_installed = False
-
-
 def quiet_known_noise() -> None:
     """Filter the known noise (idempotent; a no-op under VSYN_VERBOSE=1). A logger filter attaches to the logger by
     name, so it holds even when the library creates the logger later."""
-    global _installed
-    if _installed or verbose_from_env():
+    if verbose_from_env():
         return
     for name, pattern, _ in NOISY_LOG_RECORDS:
-        logging.getLogger(name).addFilter(_DropMatching(pattern))
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMatching) and f.pattern.pattern == pattern for f in logger.filters):
+            logger.addFilter(_DropMatching(pattern))
     for pattern, _ in NOISY_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-    _installed = True
+        warnings.filterwarnings("ignore", message=pattern)  # an identical filter is replaced, not repeated
 
 
 def configure(verbose: bool) -> None:
