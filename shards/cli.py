@@ -159,7 +159,7 @@ def _add_pack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT", help="output folder (created)")
     p.add_argument("--clips", type=int, default=64, help="number of clips")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (clip i of seed s is always the same)")
-    p.add_argument("--fps", type=float, default=None, help="frame rate recorded with the clips (default: 25)")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate recorded with the clips")
     p.set_defaults(func=_pack)
 
     for source, (metavar, nargs, help_line, description) in _SOURCE_HELP.items():
