@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import textwrap
 import sys
 from pathlib import Path
@@ -66,7 +67,13 @@ def _pack(args: argparse.Namespace) -> int:
     units = _units(args)
     inputs = [str(Path(p).resolve()) for p in getattr(args, "inputs", [])]
     config = {"source": args.source, "inputs": inputs, "val_fraction": args.val_fraction}
-    summary = pack(units, out, opts, ShardLimits(args.shard_size, args.shard_samples), config, args.workers)
+    created = not out.exists()
+    try:
+        summary = pack(units, out, opts, ShardLimits(args.shard_size, args.shard_samples), config, args.workers)
+    except VsynError:
+        if created and not any(out.glob("*.tar")):  # refused with nothing packed: leave no folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     for error in summary.errors[:20]:
         print(f"skipped unreadable input {error}", file=sys.stderr)
     print(summary.line(out))

@@ -30,12 +30,15 @@ def tree(root: Path) -> dict[str, tuple[bool, int, int]]:
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A user's folder: a photo, a TIFF, an odd-size mask, a bad CSV, an empty folder, a tiny trained snapshot."""
+    """A user's folder: a photo, a TIFF, an odd-size mask, a bad CSV, an empty folder, a folder with a broken video,
+    a tiny trained snapshot."""
     Image.new("RGB", (48, 32), (90, 140, 200)).save(tmp_path / "photo.jpg")
     Image.new("RGB", (48, 32), (90, 140, 200)).save(tmp_path / "photo.tiff")
     Image.new("L", (8, 8), 255).save(tmp_path / "small-mask.png")
     (tmp_path / "bad.csv").write_text("name,path\n")
     (tmp_path / "folder").mkdir()
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video")
     cfg = load_config("tiny-cpu", ["model.ch_g=4"])
     torch.manual_seed(0)
     gen = build_generator(cfg.model)
@@ -63,6 +66,9 @@ BAD_INVOCATIONS = [
     (["shards", "pack", "videos", "bad.csv", "out"], "vsyn shards pack csv"),
     (["shards", "pack", "csv", "bad.csv", "out"], "lacks column(s) file, video_id"),
     (["shards", "pack", "sky", "folder", "out"], "no folder/{train,test}"),
+    (["shards", "pack", "videos", "photo.jpg", "out"], "neither a folder nor a video file"),
+    (["shards", "pack", "frames", "folder", "out", "--workers", "1"], "frames: no image folders under folder"),
+    (["shards", "pack", "videos", "videos", "out", "--workers", "1"], "no clips to pack"),  # refused mid-pack
     (["export", "run", "--model-store", "photo.jpg"], "exists and is not a folder"),
     (["export", "nope", "--model-store", "store"], "checkpoint 'nope' does not exist"),
     (["animate", "nope", "photo.jpg", "-o", "out.mp4"], "checkpoint 'nope' does not exist"),
