@@ -127,10 +127,14 @@ def test_version(capsys):
 
 
 @pytest.mark.parametrize("argv", [["-v", "info", "tiny-cpu"], ["info", "-v", "tiny-cpu"], ["info", "tiny-cpu", "-v"],
-                                  ["shards", "pack", "procedural", "out", "-v"], ["serve", "status", "--verbose"]])
+                                  ["shards", "pack", "procedural", "out", "-v"], ["serve", "status", "--verbose"],
+                                  ["train", "tiny-cpu", "a=1", "-v", "b=2"], ["shards", "pack", "videos", "a", "-v", "b",
+                                                                              "out"]])
 def test_verbose_anywhere(argv):
-    assert build_parser().parse_args(argv).verbose is True
-    assert build_parser().parse_args([a for a in argv if a not in ("-v", "--verbose")]).verbose is False
+    args = build_parser().parse_args(argv)
+    assert args.verbose is True
+    quiet = build_parser().parse_args([a for a in argv if a not in ("-v", "--verbose")])
+    assert quiet.verbose is False and vars(quiet) == {**vars(args), "verbose": False}  # positionals unaffected
 
 
 def _help(capsys, *argv: str) -> str:

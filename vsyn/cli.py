@@ -40,6 +40,22 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class IntermixedParser(argparse.ArgumentParser):
+    """A sub-command's parser that lets options sit between positionals (`vsyn train tiny-cpu -v key=value`, `vsyn
+    shards pack videos a/ -v b/ OUT`): plain argparse stops filling a list positional at the first option."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
+        if self._inside:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def _builtin_registrars() -> list[Callable]:
     registrars = []
     for name in BUILTIN_COMMANDS:
@@ -93,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
             # SUPPRESS: a subcommand's own default must not overwrite a -v given before the subcommand
             p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                            help="as `vsyn -v`")
+        leaf = not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
+        if p is not parser and leaf and not isinstance(p, IntermixedParser):
+            p.__class__ = type(f"Intermixed{type(p).__name__}", (IntermixedParser, type(p)), {})
     return parser
 
 
