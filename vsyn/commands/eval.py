@@ -88,7 +88,7 @@ def handler(args: argparse.Namespace) -> int:
 
     if resolution is not None:  # readable data, and how its clips meet the model: before any detector loads
         note = fit_note(clip_size(args.data), resolution, random_crop=False,
-                        key="--resolution" if args.resolution else "the model's resolution")
+                        key="--resolution" if args.resolution else "model.resolution")
         if note and rank_world()[0] == 0:
             log.info(note)
     overrides = {k: v for k, v in {"resize": args.resize, "stride": args.stride}.items() if v is not None}
