@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from serve.config import ServerSettings
 from vsyn.errors import VsynError
@@ -20,12 +21,12 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="snapshot dir, run dir (newest complete checkpoint) or .safetensors file")
     p.add_argument("--model-store", required=True, help="directory that receives <name>.mar")
-    p.add_argument("--name", default="vsyn", help="model name, also the URL path /predictions/<name> (default vsyn)")
-    p.add_argument("--version", default="1.0")
-    p.add_argument("--batch-size", type=int, default=8, help="max requests per generator call (default 8)")
-    p.add_argument("--max-batch-delay-ms", type=int, default=20, help="how long to wait to fill a batch (default 20)")
-    p.add_argument("--min-workers", type=int, default=1)
-    p.add_argument("--max-workers", type=int, default=1)
+    p.add_argument("--name", default="vsyn", help="model name, also the URL path /predictions/<name>")
+    p.add_argument("--version", default="1.0", help="model version recorded in the archive")
+    p.add_argument("--batch-size", type=int, default=8, help="max requests per generator call")
+    p.add_argument("--max-batch-delay-ms", type=int, default=20, help="how long to wait to fill a batch")
+    p.add_argument("--min-workers", type=int, default=1, help="worker processes TorchServe starts")
+    p.add_argument("--max-workers", type=int, default=1, help="worker processes TorchServe may scale to")
     p.add_argument("--response-timeout", type=int, default=120, help="seconds per batch before TorchServe gives up")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="auto: GPU when present")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -51,6 +52,13 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
 def _export(args: argparse.Namespace) -> int:
     from serve.archive import ServingOptions, export
     from serve.protocol import Limits
+    from vsyn.snapshot import resolve_snapshot
+
+    # Checked before export() creates the model store, so a bad command leaves nothing behind.
+    store = Path(args.model_store)
+    if store.exists() and not store.is_dir():
+        raise VsynError(f"--model-store '{store}' exists and is not a folder")
+    resolve_snapshot(args.checkpoint)
 
     options = ServingOptions(
         batch_size=args.batch_size,
@@ -80,51 +88,79 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         description="Start, stop or probe a TorchServe whose config, logs, keys and temp files live in --run-dir. "
         "REST contract: serve/README.md.",
     )
-    p.add_argument("action", choices=("start", "stop", "status"))
-    p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"server state directory (default {DEFAULT_RUN_DIR})")
-    p.add_argument("--model-store", help="directory with the .mar files (start only)")
-    p.add_argument("--model", action="append", metavar="NAME=FILE.mar", help="models to load (default vsyn=vsyn.mar)")
-    p.add_argument("--host", default="127.0.0.1", help="REST bind address (default 127.0.0.1; 0.0.0.0 = all)")
-    p.add_argument("--port", type=int, default=8080, help="inference port (default 8080)")
-    p.add_argument("--management-port", type=int, default=8081)
-    p.add_argument("--metrics-port", type=int, default=8082)
-    p.add_argument("--grpc-host", default="127.0.0.1")
-    p.add_argument("--grpc-port", type=int, default=7070, help="gRPC inference port (default 7070)")
-    p.add_argument("--grpc-management-port", type=int, default=7071)
-    p.add_argument("--max-request-mib", type=int, default=16, help="largest request body (default 16 MiB)")
-    p.add_argument("--max-response-mib", type=int, default=256, help="largest video returned (default 256 MiB)")
-    p.add_argument("--wait", type=float, default=180.0, help="seconds to wait for READY workers (start)")
-    p.set_defaults(func=_serve)
+    actions = p.add_subparsers(dest="serve_command", metavar="ACTION", required=True)
+
+    start = actions.add_parser(
+        "start", help="start TorchServe in the background and wait until the models are READY",
+        description="Start TorchServe bound to --host with token auth on and model registration off; its config, "
+        "key file, logs and temp files live in --run-dir. Returns once every model has READY workers.")
+    start.add_argument("--model-store", required=True, help="directory with the .mar files (vsyn export)")
+    start.add_argument("--model", action="append", metavar="NAME=FILE.mar",
+                       help="a model to load; repeat for several (default: vsyn=vsyn.mar)")
+    _run_dir_option(start)
+    start.add_argument("--host", default="127.0.0.1", help="REST bind address (0.0.0.0 = all interfaces)")
+    start.add_argument("--port", type=int, default=8080, help="inference port")
+    start.add_argument("--management-port", type=int, default=8081, help="management API port")
+    start.add_argument("--metrics-port", type=int, default=8082, help="Prometheus metrics port")
+    start.add_argument("--grpc-host", default="127.0.0.1", help="gRPC bind address")
+    start.add_argument("--grpc-port", type=int, default=7070, help="gRPC inference port")
+    start.add_argument("--grpc-management-port", type=int, default=7071, help="gRPC management port")
+    start.add_argument("--max-request-mib", type=int, default=16, help="largest request body in MiB")
+    start.add_argument("--max-response-mib", type=int, default=256, help="largest video returned in MiB")
+    start.add_argument("--wait", type=float, default=180.0, help="seconds to wait for READY workers")
+    start.set_defaults(func=_start)
+
+    stop = actions.add_parser("stop", help="stop the server of --run-dir",
+                              description="SIGTERM to the server's whole process group, SIGKILL after 30 s. "
+                              "Prints 'not running' (exit 0) when there is nothing to stop.")
+    _run_dir_option(stop)
+    stop.set_defaults(func=_stop)
+
+    status = actions.add_parser("status", help="health of the server of --run-dir as JSON (exit 0 when ready)",
+                                description="Probe /ping and every model's workers; prints a JSON report. Exit "
+                                "0 when every model has READY workers, 1 otherwise.")
+    _run_dir_option(status)
+    status.set_defaults(func=_status)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _run_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="server state directory")
+
+
+def _start(args: argparse.Namespace) -> int:
     from serve import server
 
-    if args.action == "start":
-        if not args.model_store:
-            raise VsynError("vsyn serve start needs --model-store")
-        settings = ServerSettings(
-            model_store=args.model_store,
-            run_dir=args.run_dir,
-            host=args.host,
-            inference_port=args.port,
-            management_port=args.management_port,
-            metrics_port=args.metrics_port,
-            grpc_host=args.grpc_host,
-            grpc_inference_port=args.grpc_port,
-            grpc_management_port=args.grpc_management_port,
-            models=args.model or ["vsyn=vsyn.mar"],
-            max_request_mib=args.max_request_mib,
-            max_response_mib=args.max_response_mib,
-        )
-        health = server.start(settings, wait_s=args.wait)
-        print(f"serving {', '.join(health.models)} at {settings.url()} (keys: {settings.key_file}, "
-              f"logs: {settings.log_dir})")  # fmt: skip
-        return 0
+    settings = ServerSettings(
+        model_store=args.model_store,
+        run_dir=args.run_dir,
+        host=args.host,
+        inference_port=args.port,
+        management_port=args.management_port,
+        metrics_port=args.metrics_port,
+        grpc_host=args.grpc_host,
+        grpc_inference_port=args.grpc_port,
+        grpc_management_port=args.grpc_management_port,
+        models=args.model or ["vsyn=vsyn.mar"],
+        max_request_mib=args.max_request_mib,
+        max_response_mib=args.max_response_mib,
+    )
+    health = server.start(settings, wait_s=args.wait)
+    print(f"serving {', '.join(health.models)} at {settings.url()} (keys: {settings.key_file}, "
+          f"logs: {settings.log_dir})")  # fmt: skip
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from serve import server
+
+    print("stopped" if server.stop(ServerSettings.load(args.run_dir)) else "not running")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from serve import server
+
     settings = ServerSettings.load(args.run_dir)
-    if args.action == "stop":
-        print("stopped" if server.stop(settings) else "not running")
-        return 0
     health = server.status(settings)
     report = {"url": settings.url(), "running": health.running, "healthy": health.healthy, "ready": health.ready,
               "models": health.models, "detail": health.detail}  # fmt: skip

@@ -18,7 +18,7 @@ from vsyn.errors import VsynError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".webm", ".avi", ".mov", ".mkv"}
-SOURCES = ("procedural", "sky", "bair", "videos", "frames")
+SOURCES = ("procedural", "sky", "bair", "videos", "frames", "csv")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
 
 
@@ -117,13 +117,19 @@ def sequence_units(source: str, roots: list[Path], val_fraction: float) -> list[
     return units
 
 
-def _csv_units(path: Path, val_fraction: float) -> list[Unit]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"video_id", "file"} - set(reader.fieldnames or [])
-        if missing:
-            raise VsynError(f"videos: {path} lacks column(s) {', '.join(sorted(missing))} (need video_id,file[,start,end])")
-        rows = list(reader)
+def _csv_file_units(path: Path, val_fraction: float) -> list[Unit]:
+    if not path.is_file():
+        raise VsynError(f"csv: {path} is not a file")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"video_id", "file"} - set(reader.fieldnames or [])
+            if missing:
+                raise VsynError(f"csv: {path} lacks column(s) {', '.join(sorted(missing))} "
+                                "(need a header row video_id,file[,start,end])")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise VsynError(f"csv: {path} is not a CSV text file ({exc})") from None
     units = []
     for n, row in enumerate(rows, start=2):
         file = (path.parent / row["file"]).resolve()
@@ -131,18 +137,26 @@ def _csv_units(path: Path, val_fraction: float) -> list[Unit]:
             start = float(row["start"]) if row.get("start") else None
             end = float(row["end"]) if row.get("end") else None
         except ValueError:
-            raise VsynError(f"videos: {path}:{n}: start/end must be seconds, got {row.get('start')!r}, {row.get('end')!r}") from None
+            raise VsynError(f"csv: {path}:{n}: start/end must be seconds, got {row.get('start')!r}, {row.get('end')!r}") from None
         units.append(Unit("videos", row["video_id"], hash_split(row["video_id"], val_fraction), str(file), start, end))
     return units
 
 
+def csv_units(inputs: list[Path], val_fraction: float) -> list[Unit]:
+    """Rows of ``video_id,file[,start,end]`` CSVs (seconds; file relative to the CSV)."""
+    units = [unit for path in inputs for unit in _csv_file_units(path, val_fraction)]
+    if not units:
+        raise VsynError(f"csv: no rows in {', '.join(map(str, inputs))}")
+    return units
+
+
 def video_units(inputs: list[Path], val_fraction: float) -> list[Unit]:
-    """Video files under folders, or rows of ``video_id,file[,start,end]`` CSVs (seconds; file relative to the CSV)."""
+    """Video files, given one by one or as folders searched recursively."""
     units = []
     for path in inputs:
         if path.is_file() and path.suffix.lower() == ".csv":
-            units.extend(_csv_units(path, val_fraction))
-        elif path.is_dir():
+            raise VsynError(f"videos: {path} is a CSV; pack its rows with `vsyn shards pack csv {path} OUT`")
+        if path.is_dir():
             files = sorted((p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES),
                            key=lambda p: natural_key(str(p)))
             for file in files:
@@ -152,7 +166,7 @@ def video_units(inputs: list[Path], val_fraction: float) -> list[Unit]:
         elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
             units.append(Unit("videos", path.stem, hash_split(path.stem, val_fraction), str(path)))
         else:
-            raise VsynError(f"videos: {path} is neither a folder, a video file, nor a .csv")
+            raise VsynError(f"videos: {path} is neither a folder nor a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
     if not units:
         raise VsynError(f"videos: no {'/'.join(sorted(VIDEO_SUFFIXES))} files in {', '.join(map(str, inputs))}")
     return units

@@ -223,10 +223,15 @@ def _parse_override(item: str) -> dict[str, Any]:
 
 def _read_yaml(source: str) -> dict[str, Any]:
     path = Path(source)
-    if path.is_dir() and (path / "config.json").is_file():
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise VsynError(f"config '{source}' is a folder without config.json (not a run or snapshot dir)")
         path = path / "config.json"
     if path.is_file():
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise VsynError(f"config '{source}' is not a YAML or JSON text file") from None
     elif source in preset_names():
         text = resources.files("vsyn.configs").joinpath(f"{source}.yaml").read_text()
     else:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from vsyn.config import Config, config_from_dict
 from vsyn.errors import VsynError
+from vsyn.images import ImageError, check_mask_size, open_image
 from vsyn.nn import build_generator
 from vsyn.snapshot import load_state, resolve_snapshot
 
@@ -40,18 +41,39 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     return generator.to(device).eval().requires_grad_(False), cfg
 
 
+def read_image_file(path: str | Path, what: str = "image") -> Image.Image:
+    """A PNG/JPEG/WebP file, decoded and upright (`vsyn.images`: the rules the server applies to uploads)."""
+    path = Path(path)
+    if path.is_dir():
+        raise VsynError(f"{what} '{path}' is a folder, not an image file")
+    if not path.is_file():
+        raise VsynError(f"{what} '{path}' does not exist")
+    try:
+        return open_image(path.read_bytes(), f"{what} '{path}'", MAX_IMAGE_PIXELS)
+    except ImageError as exc:
+        raise VsynError(str(exc)) from None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file to uint8 (H, W, 3), with one clear error for anything unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise VsynError(f"image '{path}' does not exist")
+    return np.asarray(read_image_file(path).convert("RGB"), dtype=np.uint8)
+
+
+def read_image_and_mask(image_path: str | Path, mask_path: str | Path | None, resolution: int
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the server makes of an image and an optional mask upload, from files: uint8 (R, R, 3) and float32
+    (1, R, R) in [0, 1] (the mask's grey levels, white = may move), both fitted alike (short side, centre crop)."""
+    image = read_image_file(image_path)
+    fitted = fit_image(np.asarray(image.convert("RGB"), dtype=np.uint8), resolution)
+    if mask_path is None:
+        return fitted, None
+    mask = read_image_file(mask_path, what="mask")
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise VsynError(f"image '{path}' is too large ({img.width}x{img.height} pixels)")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
-        raise VsynError(f"cannot read image '{path}': {exc}") from None
+        check_mask_size(mask, image)
+    except ImageError as exc:
+        raise VsynError(f"{exc} ('{mask_path}' vs '{image_path}')") from None
+    grey = fit_image(np.asarray(mask.convert("L"), dtype=np.uint8), resolution)
+    return fitted, grey.astype(np.float32)[None] / 255.0
 
 
 def fit_image(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -120,9 +142,19 @@ def animate(
     return video.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous().cpu().numpy()
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """A mask image -> float32 (H, W) in [0, 1] (white = may move), with the same errors as `read_image`."""
-    return read_image(path).astype(np.float32).mean(axis=-1) / 255.0
+def read_photo_and_mask(image_path: str | Path, mask_path: str | Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image and an optional mask at full resolution, by the server's rules (`vsyn.images`): uint8 (H, W, 3) and
+    float32 (H, W) in [0, 1] (grey levels, white = may move); the mask must have the image's size."""
+    image = read_image_file(image_path)
+    photo = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    if mask_path is None:
+        return photo, None
+    mask = read_image_file(mask_path, what="mask")
+    try:
+        check_mask_size(mask, image)
+    except ImageError as exc:
+        raise VsynError(f"{exc} ('{mask_path}' vs '{image_path}')") from None
+    return photo, np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
 
 
 def check_mask_aspect(mask_hw: tuple[int, int], photo_hw: tuple[int, int]) -> None:

@@ -201,7 +201,7 @@ def _rel_diff_by_step(a: dict, b: dict) -> list[float]:
     return [max(abs(a[s][k] - b[s][k]) / scale[k] for k in keys if k in a[s]) for s in sorted(a)]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device machine)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("kind,precision", [("wgan-gp", "fp32"), ("hinge", "fp32"), ("wgan-gp", "bf16")])
 def test_cuda_graph_steps_train_like_eager_on_gpu(tmp_path, shards, kind, precision):
     """train.cuda_graphs=true captures each step (forward, penalty's double backward, clip, Adam) and replays it.

@@ -1,5 +1,5 @@
 """Preemption on CPU, in real subprocesses: SIGKILL mid-run (also mid background checkpoint write) then resume is
-exact; SIGUSR2 saves and exits 3."""
+exact; SIGUSR2 saves and exits 3; Ctrl-C saves and exits 130, a second Ctrl-C exits at once."""
 
 from __future__ import annotations
 
@@ -143,3 +143,37 @@ def _last_logged_step(run_dir: Path) -> int:
         return max(read_losses(run_dir), default=-1)
     except (OSError, ValueError):  # not there yet, or a line being appended
         return -1
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_exits_130_and_a_second_ctrl_c_exits_at_once(tmp_path, shards):
+    """Ctrl-C reaches the whole foreground process group in a terminal: the trainer and its reader workers."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(vsyn_cmd(*train_args(run_dir, shards, *EXTRA, "train.max_steps=100000")), cwd=REPO,
+                            env=scratch_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    stats = run_dir / "logs" / "stats.jsonl"
+    _wait_for(lambda: stats.is_file() and len(stats.read_text().splitlines()) >= 3, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-4000:]
+    saved = _ckpt_step(run_dir)
+    assert (find_resume(run_dir) / "COMPLETE").is_file() and not list((run_dir / "checkpoints").glob(".tmp-*"))
+    assert sorted(read_losses(run_dir)) == list(range(saved))  # saved at the step boundary it stopped at
+    assert "Ctrl-C: saving a checkpoint at the next step boundary" in err
+    assert f"Ctrl-C: saved {run_dir / 'checkpoints' / f'ckpt-{saved:09d}'}" in err
+    assert "Traceback" not in err and "Setting accelerator to CPU" not in out + err  # quiet by default
+
+    # Resumed, but with the flag never consulted (no log boundary): only a second Ctrl-C can end it, at once.
+    proc = subprocess.Popen(vsyn_cmd(*train_args(run_dir, shards, *EXTRA, "train.max_steps=100000",
+                                                 "train.log_every=1000000")),
+                            cwd=REPO, env=scratch_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for(lambda: _ckpt_step(run_dir) >= saved + 2, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert proc.poll() is None  # still going: the first Ctrl-C waits for a step boundary that agrees to stop
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "vsyn: interrupted", err[-4000:]
+    assert find_resume(run_dir) is not None  # the newest complete checkpoint is still there to resume from

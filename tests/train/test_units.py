@@ -274,3 +274,24 @@ def test_training_reader_skips_motion_labels_and_reads_the_same_frames(shards):
                                      epoch_samples=cfg.train.data_block_steps * 4)))
     assert "flow" in labelled and "mask" in labelled and "flow" not in plain and "mask" not in plain
     assert plain["__key__"] == labelled["__key__"] and torch.equal(plain["video"], labelled["video"])
+
+
+@pytest.mark.filterwarnings("error::tqdm.TqdmWarning")  # tqdm warns (clamping frac) past 100%
+def test_progress_stays_within_100_percent_and_eta_is_never_negative():
+    from vsyn.train.logs import Progress
+
+    progress = Progress(True, total_kimg=0.02, start_kimg=0.0)
+    try:
+        progress.tick(0.008, 1, 0)
+        progress._last_draw = 0.0
+        progress.update(0.024)  # the last step overshoots total_kimg by part of a batch
+        assert progress.bar.n <= progress.bar.total and progress.bar.total == pytest.approx(0.024)
+        line = progress.tick(0.024, 4, 0)
+        assert "ETA     0.0 min" in line and "gpu_mem" not in line  # no negative ETA; no GPU figure on a CPU
+    finally:
+        progress.close()
+    resumed = Progress(True, total_kimg=0.02, start_kimg=0.03)  # total_kimg lowered below the checkpoint's kimg
+    try:
+        assert resumed.bar.total >= resumed.bar.n
+    finally:
+        resumed.close()

@@ -26,8 +26,9 @@ def _size(value: str) -> str | int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("animate", help="animate one image with a trained generator")
     p.add_argument("checkpoint", help="snapshot dir, run dir (newest checkpoint) or .safetensors with config.json")
-    p.add_argument("image", help="PNG/JPEG/WebP image. Motion-head models warp the image itself at its own size and "
-                   "aspect; pixel-head models see and return a centre crop at the model size")
+    p.add_argument("image", help="PNG, JPEG or WebP image (what the server accepts). Motion-head models warp the "
+                   "image itself at its own size and aspect; pixel-head models see and return a centre crop at the "
+                   "model size")
     p.add_argument("-o", "--output", required=True, help="output video path")
     p.add_argument("--frames", type=int, default=None, help="frames incl. the input (default: the training length)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent noise: picks one of the possible futures")
@@ -38,15 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-side", type=int, default=1920, help="cap on the long side in px (default 1920)")
     p.add_argument("--loop", action="store_true", help="a seamless loop: the last frame flows into the first "
                    "(motion head)")
-    p.add_argument("--mask", default=None, help="optional grey image of the image's aspect: white = may move, "
+    p.add_argument("--mask", default=None, help="optional grey PNG/JPEG/WebP of the image's size: white = may move, "
                    "black = stays the input bit for bit")
     p.add_argument("--raw-weights", action="store_true", help="use the raw generator instead of its EMA")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vsyn.inference import animate_photo, is_motion_model, load_generator, read_image, read_mask
+    from vsyn.inference import animate_photo, is_motion_model, load_generator, read_photo_and_mask
     from vsyn.video import encode_chunks
 
     output = Path(args.output)
@@ -59,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise VsynError("--fps must be in (0, 240]")
     if args.max_side < 2:
         raise VsynError("--max-side must be >= 2")
-    photo = read_image(args.image)
-    mask = read_mask(args.mask) if args.mask else None
+    photo, mask = read_photo_and_mask(args.image, args.mask)
     generator, cfg = load_generator(args.checkpoint, ema=not args.raw_weights, device=args.device)
     size = args.size or ("input" if is_motion_model(generator) else "model")
     (h, w), chunks = animate_photo(generator, photo, num_frames=args.frames, seed=args.seed, size=size,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from vsyn.errors import VsynError
 
 COPY_FRAME0 = "copy-frame0"
 REFERENCES = (COPY_FRAME0, "true-clip", "true-clip-mp4")
+log = logging.getLogger("vsyn.eval")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,10 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--motion-samples", type=int, default=8, help="K samples per clip for motion's best-of-K "
                    "(stochastic models)")
     p.add_argument("--out", default=None, help="output dir (default: <checkpoint>/eval or ./eval-copy-frame0)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--batch", type=int, default=16, help="clips per detector call and per loader batch")
     p.add_argument("--seed", type=int, default=0, help="generator noise seed")
-    p.add_argument("--resolution", type=int, default=None, help="crop real clips to this size (default: the model's)")
+    p.add_argument("--resolution", type=int, default=None, help="size of the real clips: larger ones are resized "
+                   "(short side, aspect kept) and centre-cropped (default: the model's)")
     p.add_argument("--data-stride", type=int, default=None, help="temporal stride when reading real clips "
                    "(default: the checkpoint's data.stride; must match the generator's frame rate)")
     p.add_argument("--split", default="", help="name of the real split, recorded in the cards (e.g. sky-test)")
@@ -73,6 +76,7 @@ def handler(args: argparse.Namespace) -> int:
     from vsyn.metrics import EvalSettings, METRICS, eval_data, evaluate, make_eval_loader, parse_metrics
     from vsyn.metrics.evaluate import DEFAULT_FRAMES, build_protocols, clip_frames, required_frames
     from vsyn.metrics.motion import TrueClip
+    from vsyn.data.probe import clip_size, fit_note
     from vsyn.metrics.utils import copy_first_frame, rank_world
 
     names = parse_metrics(args.metrics)
@@ -99,6 +103,11 @@ def handler(args: argparse.Namespace) -> int:
         ckpt = Path(args.checkpoint)
         out = Path(args.out or (ckpt.parent if ckpt.suffix == ".safetensors" else ckpt) / "eval")
 
+    if resolution is not None:  # readable data, and how its clips meet the model: before any detector loads
+        note = fit_note(clip_size(args.data), resolution, random_crop=False,
+                        key="--resolution" if args.resolution else "model.resolution")
+        if note and rank_world()[0] == 0:
+            log.info(note)
     overrides = {k: v for k, v in {"resize": args.resize, "stride": args.stride}.items() if v is not None}
     if args.detector == "i3d-stylegan-v":
         overrides["detector"] = "i3d-stylegan-v"

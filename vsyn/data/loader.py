@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vsyn.data.clips import Clip, crop, hflip, window, window_flow
+from vsyn.data.clips import Clip, crop, fit, hflip, window, window_flow
 from vsyn.data.decode import decode_flow, decode_mask, decode_video, metadata, num_frames
 from vsyn.data.faults import FATAL_KEY, FAULTS_KEY, FaultLog, FaultReport, NothingReadable, NullFaultLog
 from vsyn.data.samples import Shard, read_shard
@@ -38,10 +38,11 @@ MODES = ("train", "eval")
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """DataLoader workers ignore SIGTERM and SIGUSR2: the trainer's main process handles them (checkpoint, requeue)
-    and then shuts the workers down itself; a worker dying first would only turn that into a crash."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    """DataLoader workers ignore SIGTERM, SIGUSR2 and SIGINT (a terminal's Ctrl-C reaches them too): the trainer's
+    main process handles them (checkpoint, requeue) and then shuts the workers down itself; a worker dying first
+    would only turn that into a crash."""
+    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -59,7 +60,7 @@ class ClipSpec:
 
     frames: int
     stride: int = 1
-    size: int | None = None  # crop to size x size (random position with random_crop); None keeps the stored size
+    size: int | None = None  # size x size: random crops with random_crop (training), else resized (clips.fit)
     flip: bool = True
     random_crop: bool = False
     labels: bool = True  # decode the motion labels (flow, mask) when the shards hold them; training needs none
@@ -187,7 +188,8 @@ class ClipDataset(IterableDataset):
             decode_mask(sample) if spec.labels else None,
         )
         if spec.size is not None and clip.video.shape[1:3] != (spec.size, spec.size):
-            clip = crop(clip, spec.size, rng if spec.random_crop else None)
+            # random_crop asks for crops (training augmentation); otherwise whole scenes, resized
+            clip = crop(clip, spec.size, rng) if spec.random_crop and rng is not None else fit(clip, spec.size)
         if spec.flip and rng is not None and rng.random() < 0.5:
             clip = hflip(clip)
         return clip

@@ -9,7 +9,9 @@ function of (seed, step) (see randomness.py, stream.py), so a resumed run contin
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,10 @@ from vsyn.train.background import BackgroundWriter
 from vsyn.train.ema import GeneratorEMA
 from vsyn.metrics import selection_score
 from vsyn.train.hooks import SnapshotContext, best_metric, run_snapshot_hooks, snapshot_data
-from vsyn.train.logs import Progress, ScalarLog, append_record
+from vsyn.console import quiet_known_noise
+from vsyn.data.probe import clip_size, fit_note
+from vsyn.train.logs import Progress, ScalarLog, append_record, done_line, run_log, start_trackers
+from vsyn.train.resume import plan_resume, remove_if_unused
 from vsyn.train.loss import VideoGANLoss
 from vsyn.train.randomness import StepRandom, step_seed
 from vsyn.train.runtime import Runtime, build_runtime, world_size_from_env
@@ -39,6 +44,7 @@ log = logging.getLogger("vsyn.train")
 
 EXIT_DONE = 0
 EXIT_REQUEUE = 3  # saved after SIGTERM/SIGUSR2; the launcher requeues on this code
+EXIT_INTERRUPTED = 130  # saved after Ctrl-C (SIGINT): 128 + SIGINT, as a shell reports an interrupted command
 SAMPLE_CLIPS = 8
 READER_LOOKAHEAD_STEPS = 32  # the next data block's reader starts this many steps early (vsyn.train.stream)
 
@@ -121,24 +127,47 @@ def setup(cfg: Config, log_dir: Path | None) -> tuple[Runtime, GeneratorEMA]:
 
 
 def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
-    """Train until cfg.train.total_kimg (or max_steps); returns EXIT_DONE, or EXIT_REQUEUE after a signal save.
+    """Train until cfg.train.total_kimg (or max_steps); returns EXIT_DONE, EXIT_REQUEUE after a signal save, or
+    EXIT_INTERRUPTED after a Ctrl-C save.
 
+    Every check that can refuse the command (a changed model against the checkpoint, unreadable data, clips smaller
+    than the model) runs before anything is written; a run dir this call created is removed again if set-up fails.
     `factory` replaces the shard reader (benchmarks, tests); it must return global batches deterministically
     for a seed.
     """
-    run_dir = cfg.run_dir
-    ckpt_root = run_dir / "checkpoints"
+    quiet_known_noise()
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    plan = plan_resume(cfg)
+    if plan.finished:
+        if main_rank:
+            log.info("run dir %s: already finished at step %d; raise train.total_kimg (or train.max_steps) to train "
+                     "further", cfg.run_dir, plan.step)
+            log.info(done_line(plan.nimg, plan.step, plan.best, plan.checkpoint, cfg))
+        return EXIT_DONE
     if factory is not None and cfg.data.reading == "per_rank" and world_size_from_env() > 1:
         raise VsynError("data.reading=per_rank reads data.train on each rank; it cannot take a custom reader")
-    factory = factory or loader_factory(cfg)
+    data_note = None
+    if factory is None:
+        data_note = fit_note(clip_size(cfg.data.train), cfg.model.resolution, cfg.data.random_crop) \
+            if cfg.data.train else None
+        factory = loader_factory(cfg)
+    run_dir = cfg.run_dir
     if cfg.eval.metrics:
         snapshot_data(cfg)  # a missing held-out split fails now, not at the first snapshot
-
-    rt, ema = setup(cfg, log_dir=run_dir / "logs")
-    try:
-        return _train(cfg, rt, ema, factory, ckpt_root)
-    finally:
-        rt.end()
+    with remove_if_unused(run_dir, enabled=main_rank), run_log(run_dir / "logs" if main_rank else None):
+        if main_rank:
+            start = f"resuming from {plan.checkpoint.name} at kimg {plan.nimg / 1000:.3f}" if plan.checkpoint \
+                else "new run"
+            log.info("run dir %s (%s)", run_dir.resolve(), start)
+            for change in plan.changes:
+                log.info("changed since the checkpoint: %s", change)
+            if data_note:
+                log.info(data_note)
+        rt, ema = setup(cfg, log_dir=run_dir / "logs")
+        try:
+            return _train(cfg, rt, ema, factory, run_dir / "checkpoints")
+        finally:
+            rt.end()
 
 
 def _train(cfg: Config, rt: Runtime, ema: GeneratorEMA, factory: LoaderFactory, ckpt_root: Path) -> int:
@@ -164,7 +193,7 @@ def _train(cfg: Config, rt: Runtime, ema: GeneratorEMA, factory: LoaderFactory, 
     scalars = ScalarLog(run_dir / "logs" / "stats.jsonl" if rt.is_main else None)
     if rt.is_main:
         scalars.truncate_after(step - 1)
-    rt.acc_g.init_trackers(cfg.name, config=_flat(cfg.to_dict()))
+    start_trackers(rt, cfg, step)
     sheet = _sample_sheet(cfg, factory, rt.raw_generator) if rt.is_main else None
     progress = Progress(rt.is_main, t.total_kimg, nimg / 1000)
     local_batch = t.batch // rt.world_size
@@ -228,9 +257,15 @@ def _train(cfg: Config, rt: Runtime, ema: GeneratorEMA, factory: LoaderFactory, 
                     writer.close()  # the last checkpoint complete on disk before the exit
                     clock.switch(None)
                 if stop:
-                    log.info("preemption signal: saved at step %d, exiting with %d", step, EXIT_REQUEUE)
-                    return EXIT_REQUEUE
+                    code = EXIT_INTERRUPTED if preempt.received == signal.SIGINT else EXIT_REQUEUE
+                    if rt.is_main:
+                        log.info("%s: saved %s (step %d, kimg %.3f), exiting with %d; `vsyn train %s` resumes",
+                                 "Ctrl-C" if code == EXIT_INTERRUPTED else "preemption signal", saved, step,
+                                 nimg / 1000, code, cfg.run_dir)
+                    return code
                 if done:
+                    if rt.is_main:
+                        log.info(done_line(nimg, step, best, saved, cfg))
                     return EXIT_DONE
         finally:
             try:
@@ -293,13 +328,3 @@ def _sample_sheet(cfg: Config, factory: LoaderFactory, generator) -> SampleSheet
     collect_readers()
     gen = torch.Generator().manual_seed(step_seed(cfg.train.seed, 0, 98))
     return SampleSheet(real.cpu(), generator.sample_noise(real.shape[0], generator=gen))
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
