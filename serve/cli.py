@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from serve.config import ServerSettings
+from serve.config import FRONTS, ServerSettings
 from vsyn.errors import VsynError
 
 DEFAULT_RUN_DIR = "runs/serve"
+STATUS_KEY_EXIT = 3  # `vsyn serve status`: the server runs but its key expired
 
 
 def register_export(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +45,8 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
                    help="on a GPU, run the generator in channels_last (NHWC) layout")
     p.add_argument("--max-frames", type=int, default=128, help="largest 'frames' a request may ask for")
     p.add_argument("--max-image-pixels", type=int, default=25_000_000, help="decompression-bomb cap per image")
+    p.add_argument("--max-video-pixels", type=int, default=None,
+                   help="cost cap per request: output width x height x frames (default 67108864 = 2^26)")
     p.add_argument("--force", action="store_true", help="overwrite an existing .mar")
     p.set_defaults(func=_export)
 
@@ -65,7 +68,8 @@ def _export(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         encode_processes=args.encode_processes,
         generate_chunk=args.generate_chunk,
-        limits=Limits(max_frames=args.max_frames, max_image_pixels=args.max_image_pixels),
+        limits=Limits(max_frames=args.max_frames, max_image_pixels=args.max_image_pixels,
+                      max_video_pixels=args.max_video_pixels or Limits.max_video_pixels),
     )
     path = export(args.checkpoint, args.model_store, name=args.name, version=args.version, options=options,
                   force=args.force)  # fmt: skip
@@ -76,23 +80,48 @@ def _export(args: argparse.Namespace) -> int:
 def register_serve(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve",
-        help="run the TorchServe REST server (start | stop | status)",
-        description="Start, stop or probe a TorchServe whose config, logs, keys and temp files live in --run-dir. "
-        "REST contract: serve/README.md.",
+        help="run the REST server: nginx front + TorchServe (start | stop | status | token)",
+        description="Start, stop or probe a server (TorchServe behind an nginx front) whose config, logs, keys and "
+        "temp files live in --run-dir; `token` renews its keys now. REST contract: serve/README.md.",
     )
-    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("action", choices=("start", "stop", "status", "token"))
     p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"server state directory (default {DEFAULT_RUN_DIR})")
     p.add_argument("--model-store", help="directory with the .mar files (start only)")
     p.add_argument("--model", action="append", metavar="NAME=FILE.mar", help="models to load (default vsyn=vsyn.mar)")
-    p.add_argument("--host", default="127.0.0.1", help="REST bind address (default 127.0.0.1; 0.0.0.0 = all)")
-    p.add_argument("--port", type=int, default=8080, help="inference port (default 8080)")
+    p.add_argument("--host", default="127.0.0.1", help="public bind address (default 127.0.0.1; 0.0.0.0 = all)")
+    p.add_argument("--port", type=int, default=8080, help="public inference port (default 8080)")
     p.add_argument("--management-port", type=int, default=8081)
     p.add_argument("--metrics-port", type=int, default=8082)
     p.add_argument("--grpc-host", default="127.0.0.1")
     p.add_argument("--grpc-port", type=int, default=7070, help="gRPC inference port (default 7070)")
     p.add_argument("--grpc-management-port", type=int, default=7071)
+    p.add_argument("--grpc", action="store_true",
+                   help="serve predictions over gRPC too (one request per batch; default: gRPC calls are refused)")
     p.add_argument("--max-request-mib", type=int, default=16, help="largest request body (default 16 MiB)")
     p.add_argument("--max-response-mib", type=int, default=256, help="largest video returned (default 256 MiB)")
+    p.add_argument("--front", choices=FRONTS, default="nginx",
+                   help="nginx (default): nginx faces clients, TorchServe listens on 127.0.0.1; none: TorchServe "
+                   "faces clients itself (no timeouts, no per-client limits, no drain on stop)")
+    p.add_argument("--backend-port", type=int, default=8083, help="TorchServe's port on 127.0.0.1 behind the front")
+    p.add_argument("--tls-cert", help="PEM certificate (chain): the front speaks HTTPS")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds for a whole request header (10)")
+    p.add_argument("--body-timeout", type=float, default=10.0, help="longest pause in a request body, s (10)")
+    p.add_argument("--idle-timeout", type=float, default=15.0, help="keep-alive idle timeout, s (15)")
+    p.add_argument("--send-timeout", type=float, default=30.0, help="longest pause writing a response, s (30)")
+    p.add_argument("--connections-per-client", type=int, default=16,
+                   help="requests in progress per client address (default 16; 0: no limit)")
+    p.add_argument("--rate-per-client", type=float, default=10.0,
+                   help="requests/s per client address (default 10; 0: no limit); above it: 429")
+    p.add_argument("--burst-per-client", type=int, default=20, help="requests above the rate served at once (20)")
+    p.add_argument("--token-expiration-min", type=float, default=60.0,
+                   help="key lifetime in minutes (default 60); keys are renewed at half-life")
+    p.add_argument("--renew-keys", action=argparse.BooleanOptionalAction, default=True,
+                   help="renew the keys at half-life while the server runs (default on)")
+    p.add_argument("--log-max-mib", type=float, default=32.0, help="rotate each log file at this size (32 MiB)")
+    p.add_argument("--log-backups", type=int, default=5, help="rotated copies kept per log (5)")
+    p.add_argument("--drain", type=float, default=None,
+                   help="stop: seconds in-flight requests get to finish (default 60, or as given at start)")
     p.add_argument("--wait", type=float, default=180.0, help="seconds to wait for READY workers (start)")
     p.set_defaults(func=_serve)
 
@@ -116,6 +145,23 @@ def _serve(args: argparse.Namespace) -> int:
             models=args.model or ["vsyn=vsyn.mar"],
             max_request_mib=args.max_request_mib,
             max_response_mib=args.max_response_mib,
+            token_expiration_min=args.token_expiration_min,
+            renew_keys=args.renew_keys,
+            grpc=args.grpc,
+            front=args.front,
+            backend_port=args.backend_port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            header_timeout_s=args.header_timeout,
+            body_timeout_s=args.body_timeout,
+            idle_timeout_s=args.idle_timeout,
+            send_timeout_s=args.send_timeout,
+            connections_per_client=args.connections_per_client,
+            rate_per_client=args.rate_per_client,
+            burst_per_client=args.burst_per_client,
+            drain_s=60.0 if args.drain is None else args.drain,
+            log_max_mib=args.log_max_mib,
+            log_backups=args.log_backups,
         )
         health = server.start(settings, wait_s=args.wait)
         print(f"serving {', '.join(health.models)} at {settings.url()} (keys: {settings.key_file}, "
@@ -123,10 +169,15 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     settings = ServerSettings.load(args.run_dir)
     if args.action == "stop":
-        print("stopped" if server.stop(settings) else "not running")
+        print("stopped" if server.stop(settings, drain_s=args.drain) else "not running")
+        return 0
+    if args.action == "token":
+        for kind, expires in server.renew_keys(settings).items():
+            print(f"renewed the {kind} key (expires {expires}); clients re-read {settings.key_file}")
         return 0
     health = server.status(settings)
-    report = {"url": settings.url(), "running": health.running, "healthy": health.healthy, "ready": health.ready,
-              "models": health.models, "detail": health.detail}  # fmt: skip
+    report = {"url": settings.url(), "state": health.state, "running": health.running, "healthy": health.healthy,
+              "ready": health.ready, "models": health.models, "detail": health.detail}  # fmt: skip
     print(json.dumps(report, indent=2))
-    return 0 if health.ready else 1
+    # 0 ready, 3 running but refusing our key (expired: renew with `vsyn serve token`), 1 anything else
+    return 0 if health.ready else STATUS_KEY_EXIT if health.state == server.KEY_EXPIRED else 1
