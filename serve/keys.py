@@ -46,7 +46,7 @@ def read_key_file(path: str | Path, attempts: int = 20) -> dict[str, Key]:
         try:
             data = json.loads(Path(path).read_text())
             return {
-                name: Key(entry["key"], _instant(entry.get("expiration time")))
+                name: Key(entry["key"], instant(entry.get("expiration time")))
                 for name, entry in data.items()
                 if isinstance(entry, dict) and "key" in entry
             }
@@ -57,7 +57,7 @@ def read_key_file(path: str | Path, attempts: int = 20) -> dict[str, Key]:
     raise AssertionError("unreachable")
 
 
-def _instant(text: str | None) -> datetime | None:
+def instant(text: str | None) -> datetime | None:
     """Java's Instant.toString() (e.g. 2026-12-03T16:27:35.123456789Z) as an aware datetime."""
     if not text:
         return None
