@@ -2,8 +2,8 @@
 
 TorchServe and nginx write to stdout/stderr; a plain redirect grows one file for as long as the server runs. The
 server's processes write into a pipe instead, and this reads it: FILE is renamed to FILE.1 (FILE.1 to FILE.2, ...,
-FILE.K dropped) whenever the next chunk would take it past N bytes, so the output never takes more than about
-(K + 1) x N bytes. It ignores the signals that stop a server and exits when the last writer has closed the pipe, so
+FILE.K dropped) whenever the next line would take it past N bytes, so the output never takes more than (K + 1) x N
+bytes. It ignores the signals that stop a server and exits when the last writer has closed the pipe, so
 the server's last words (a shutdown trace) are kept.
 """
 
@@ -27,11 +27,24 @@ class RotatingFile:
         self.size = self.file.tell()
 
     def write(self, data: bytes) -> None:
-        if self.size and self.size + len(data) > self.max_bytes:
-            self.rotate()
-        self.file.write(data)
+        """Append `data`, rotating first whenever it would take the file past the limit; a chunk is split at the
+        last line break that fits (or at the limit, for a line longer than a whole file)."""
+        while data:
+            room = self.max_bytes - self.size
+            if len(data) <= room:
+                part, data = data, b""
+            else:
+                cut = data.rfind(b"\n", 0, max(room, 0)) + 1
+                if cut == 0 and self.size:
+                    self.rotate()  # no whole line fits: start the next file with it
+                    continue
+                cut = cut or self.max_bytes
+                part, data = data[:cut], data[cut:]
+            self.file.write(part)
+            self.size += len(part)
+            if data:
+                self.rotate()
         self.file.flush()
-        self.size += len(data)
 
     def rotate(self) -> None:
         self.file.close()

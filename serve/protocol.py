@@ -45,7 +45,7 @@ class RequestError(Exception):
     """A request the client must fix; becomes an HTTP 4xx with a JSON body."""
 
     REASONS = {400: "Bad Request", 403: "Forbidden", 413: "Content Too Large", 415: "Unsupported Media Type",
-               422: "Unprocessable Content"}  # fmt: skip
+               422: "Unprocessable Content", 500: "Internal Server Error"}  # fmt: skip
 
     def __init__(self, status: int, message: str):
         super().__init__(message)

@@ -17,12 +17,12 @@ def test_short_soak_with_the_front(served, tmp_path) -> None:
     settings, _ = served
     out = tmp_path / "soak.json"
     cmd = [sys.executable, str(ROOT / "bench" / "serve_soak.py"), "--run-dir", str(settings.run_dir), "--seconds",
-           "12", "--good", "2", "--hostile", "4", "--flood", "60", "--hang-s", "10", "--json", str(out), "--no-record"]
+           "12", "--good", "2", "--hostile", "4", "--flood", "60", "--hang-s", "60", "--json", str(out), "--no-record"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.exists(), result.stdout + result.stderr
     r = json.loads(out.read_text())
     assert result.returncode == 0, result.stdout + result.stderr
-    assert r["good_ok"] >= 4 and r["good_failed"] == 0, r
+    assert r["good_ok"] >= 2 and r["good_failed"] == 0, r
     assert r["hostile_5xx"] == 0 and r["hangs"] == 0 and r["worker_restarts"] == 0, r
     assert r["flood_opened"] >= 60 and r["flood_cut"] == r["flood_opened"], r
     answers = r["hostile"]
