@@ -314,6 +314,9 @@ class Hostile:
             self.tally.hostile_answer("rate", "reset")
         finally:
             conn.close()
+        s = self.server.settings
+        if s.rate_per_client:  # let this address's bucket refill, so its next requests reach the model server
+            time.sleep(min(deadline - time.monotonic(), s.burst_per_client / s.rate_per_client + 0.5, 10.0))
 
     def oversize(self, deadline: float) -> None:
         """A Content-Length over the limit: refused on the header, the body never sent."""
