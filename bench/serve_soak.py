@@ -316,7 +316,7 @@ class Hostile:
             conn.close()
         s = self.server.settings
         if s.rate_per_client:  # let this address's bucket refill, so its next requests reach the model server
-            time.sleep(min(deadline - time.monotonic(), s.burst_per_client / s.rate_per_client + 0.5, 10.0))
+            time.sleep(max(0.0, min(deadline - time.monotonic(), s.burst_per_client / s.rate_per_client + 0.5, 10.0)))
 
     def oversize(self, deadline: float) -> None:
         """A Content-Length over the limit: refused on the header, the body never sent."""

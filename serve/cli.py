@@ -109,8 +109,8 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--body-timeout", type=float, default=10.0, help="longest pause in a request body, s (10)")
     p.add_argument("--idle-timeout", type=float, default=15.0, help="keep-alive idle timeout, s (15)")
     p.add_argument("--send-timeout", type=float, default=30.0, help="longest pause writing a response, s (30)")
-    p.add_argument("--connections-per-client", type=int, default=16,
-                   help="requests in progress per client address (default 16; 0: no limit)")
+    p.add_argument("--connections-per-client", type=int, default=8,
+                   help="requests in progress per client address (default 8: one batch of the default size; 0: no limit)")
     p.add_argument("--rate-per-client", type=float, default=10.0,
                    help="requests/s per client address (default 10; 0: no limit); above it: 429")
     p.add_argument("--burst-per-client", type=int, default=20, help="requests above the rate served at once (20)")

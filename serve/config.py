@@ -53,7 +53,7 @@ class ServerSettings:
     body_timeout_s: float = 10.0  # longest pause between two reads of a request body
     idle_timeout_s: float = 15.0  # keep-alive connections idle longer than this are closed
     send_timeout_s: float = 30.0  # longest pause between two writes of a response to a slow reader
-    connections_per_client: int = 16  # requests in progress per client address (0: no limit)
+    connections_per_client: int = 8  # requests in progress per client address: one default batch (0: none)
     rate_per_client: float = 10.0  # requests/s per client address, sustained (0: no limit) ...
     burst_per_client: int = 20  # ... with this many at once above it
     front_workers: int = 2  # nginx worker processes

@@ -44,8 +44,7 @@ _ERRORS = {
     408: (408, "RequestTimeout", "the request did not arrive in time"),
     413: (413, "ContentTooLarge", "the request body is larger than the limit of {max_request_mib} MiB"),
     414: (414, "URITooLong", "the request URI is too long"),
-    429: (429, "TooManyRequests", "too many requests from this address: at most {rate} per second (bursts of "
-                                  "{burst}) and {conns} at once"),  # fmt: skip
+    429: (429, "TooManyRequests", "too many requests from this address: {limits}"),
     494: (431, "RequestHeaderFieldsTooLarge", "the request headers are too large"),
     497: (400, "BadRequest", "this port speaks HTTPS"),
     500: (500, "InternalServerError", "internal error in the front"),
@@ -114,8 +113,12 @@ def _listen(host: str, port: int) -> str:
 
 def _json(code: int, s: ServerSettings) -> tuple[int, str]:
     status, kind, message = _ERRORS[code]
-    message = message.format(max_request_mib=s.max_request_mib, rate=f"{s.rate_per_client:g}",
-                             burst=s.burst_per_client, conns=s.connections_per_client)  # fmt: skip
+    limits = []
+    if s.rate_per_client:
+        limits.append(f"at most {s.rate_per_client:g} per second (bursts of {s.burst_per_client})")
+    if s.connections_per_client:
+        limits.append(f"at most {s.connections_per_client} at once")
+    message = message.format(max_request_mib=s.max_request_mib, limits=" and ".join(limits))
     return status, json.dumps({"code": status, "type": kind, "message": message})
 
 

@@ -264,18 +264,24 @@ def status(settings: ServerSettings, check_front: bool = True) -> Health:
     if not settings.key_file.is_file():
         return Health(True, False, {}, "starting (no key file yet)", STARTING)
     client = VsynClient(settings)
-    http = client.http
+
+    def get(url: str, api: str) -> requests.Response:
+        """GET with the key file's `api` key, once more if the key was renewed in between (the keeper's race)."""
+        key = client.key(api)
+        r = client.http.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=2.0)
+        if key_refused(r) and client.key(api) != key:
+            r = client.http.get(url, headers={"Authorization": f"Bearer {client.key(api)}"}, timeout=2.0)
+        return r
+
     try:
-        key = client.key("inference")
-        r = http.get(settings.url("backend") + "/ping", headers={"Authorization": f"Bearer {key}"}, timeout=2.0)
+        r = get(settings.url("backend") + "/ping", "inference")
         if key_refused(r):
             return _refused_key(settings, "inference")
         healthy = r.status_code == 200 and r.json().get("status") == "Healthy"
         models = {}
         for name in settings.models:
             model = name.split("=", 1)[0]
-            url = f"{settings.url('management')}/models/{model}"
-            r = http.get(url, headers={"Authorization": f"Bearer {client.key('management')}"}, timeout=2.0)
+            r = get(f"{settings.url('management')}/models/{model}", "management")
             if key_refused(r):
                 return _refused_key(settings, "management")
             r.raise_for_status()
