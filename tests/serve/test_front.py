@@ -1,6 +1,6 @@
 """The nginx front against the real nginx and TorchServe: what it exposes, what it refuses, and whom it cuts off.
 
-The shared server (conftest) runs the front with 2 s header and body timeouts, a 3 s idle timeout, 32 requests at
+The shared server (conftest) runs the front with 2 s header and body timeouts, a 3 s idle timeout, 16 requests at
 once and 20 requests/s (bursts of 24) per client address. Clients on other loopback addresses (127.0.0.2, ...)
 stand for other machines.
 """
@@ -112,6 +112,27 @@ def test_one_client_over_its_rate_gets_429_while_another_is_served(served) -> No
     assert set(results) == {200, 429} and results.count(429) >= 20, results
     assert reasons[0]["code"] == 429 and "too many requests" in reasons[0]["message"]
     assert set(served_statuses) == {200}, served_statuses  # the other address was never limited
+
+
+def test_one_client_over_its_connection_limit_gets_429_while_another_is_served(served) -> None:
+    """Requests in progress count per client address (16 on the shared server): stalled uploads hold them."""
+    settings, client = served
+    key = client.key()
+    held = []
+    for _ in range(settings.connections_per_client):  # each holds a request in progress until the body timeout
+        s = socket.create_connection(("127.0.0.1", settings.inference_port), source_address=("127.0.0.5", 0))
+        s.sendall(f"POST /predictions/vsyn HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                  "Content-Type: image/png\r\nContent-Length: 1000\r\n\r\n".encode())  # fmt: skip
+        held.append(s)
+    try:
+        time.sleep(0.2)  # let nginx read those headers
+        status, headers, body = raw_http(settings, "GET", "/ping", headers=[*client.auth().items()], source="127.0.0.5")
+        assert_json_refusal(status, headers, body, 429, f"at most {settings.connections_per_client} at once")
+        status, _, _ = raw_http(settings, "GET", "/ping", headers=[*client.auth().items()], source="127.0.0.6")
+        assert status == 200
+    finally:
+        for s in held:
+            s.close()
 
 
 def _watch_closes(socks: list[socket.socket], deadline: float, closed_at: dict[int, float]) -> None:
