@@ -141,8 +141,7 @@ class VsynHandler:
                 failed[i] = RequestError(500, "could not process the request")
                 continue
             groups[req.frames].append((i, req))
-        if failed and len(failed) == len(data) and all(via_grpc) and len({e.status for e in failed.values()}) == 1:
-            raise _grpc_refusal(next(iter(failed.values())))  # TorchServe maps the batch's status to a gRPC code
+        _fail_grpc_batch(failed, via_grpc)
         for frames, members in groups.items():
             idxs, reqs = [i for i, _ in members], [r for _, r in members]
             try:
@@ -157,8 +156,7 @@ class VsynHandler:
                 context.set_response_content_type(i, req.content_type)
                 context.set_response_header(i, "X-Vsyn-Seed", str(req.seed))  # lets a client reproduce a random one
                 context.set_response_header(i, "X-Vsyn-Batch-Size", str(len(reqs)))  # observability: batched?
-        if failed and len(failed) == len(data) and all(via_grpc) and len({e.status for e in failed.values()}) == 1:
-            raise _grpc_refusal(next(iter(failed.values())))
+        _fail_grpc_batch(failed, via_grpc)
         for i, exc in failed.items():
             responses[i] = self._error(context, i, exc.status, exc.phrase, exc.message)
         return responses
@@ -209,13 +207,17 @@ def _via_grpc(headers: dict[str, Any]) -> bool:
     return not any(isinstance(value, str) for value in headers.values())
 
 
-def _grpc_refusal(exc: RequestError) -> Exception:
-    """The exception that makes TorchServe fail a batch with `exc`'s status: a gRPC client then gets the status
-    mapped to a gRPC code (400 INVALID_ARGUMENT, 403 PERMISSION_DENIED, 413 RESOURCE_EXHAUSTED, 500 INTERNAL, other
-    4xx FAILED_PRECONDITION) and the message, instead of status OK with the JSON refusal as its "prediction"."""
+def _fail_grpc_batch(failed: dict[int, RequestError], via_grpc: list[bool]) -> None:
+    """A batch of gRPC requests that all failed alike fails as a whole, with their status: TorchServe then gives
+    each gRPC client the status mapped to a gRPC code (400 INVALID_ARGUMENT, 403 PERMISSION_DENIED, 413
+    RESOURCE_EXHAUSTED, 500 INTERNAL, other 4xx FAILED_PRECONDITION) and the message, instead of status OK with the
+    JSON refusal as its "prediction". Any other batch answers request by request."""
+    if not failed or len(failed) < len(via_grpc) or not all(via_grpc) or len({e.status for e in failed.values()}) > 1:
+        return
     from ts.utils.util import PredictionException
 
-    return PredictionException(exc.message, exc.status)
+    exc = next(iter(failed.values()))
+    raise PredictionException(exc.message, exc.status)
 
 
 def _watch_duplicates() -> None:
