@@ -29,7 +29,9 @@ vsyn export "$OUT/run" --model-store "$OUT/model-store" --name vsyn
 
 step "5/6 serve it and send one request"
 vsyn serve stop --run-dir "$OUT/serve" >/dev/null 2>&1 || true
-vsyn serve start --model-store "$OUT/model-store" --run-dir "$OUT/serve"
+# The nginx front when it is installed (sudo serve/install-nginx); TorchServe alone otherwise (fine on loopback).
+FRONT=nginx; command -v nginx >/dev/null || FRONT=none
+vsyn serve start --model-store "$OUT/model-store" --run-dir "$OUT/serve" --front "$FRONT"
 trap 'vsyn serve stop --run-dir "$OUT/serve" >/dev/null 2>&1 || true' EXIT
 python - "$OUT" <<'PY'
 import pathlib, sys
