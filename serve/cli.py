@@ -97,7 +97,7 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         "start", help="start the server in the background and wait until the models are READY",
         description="Start TorchServe with token auth on and model registration off, behind an nginx front (or "
         "alone with --front none); its config, key file, logs and temp files live in --run-dir. Returns once every "
-        "model has READY workers.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "model has READY workers.")
     start.add_argument("--model-store", required=True, help="directory with the .mar files (vsyn export)")
     start.add_argument("--model", action="append", metavar="NAME=FILE.mar",
                        help="a model to load; repeat for several (default: vsyn=vsyn.mar)")
