@@ -151,7 +151,8 @@ def test_keys_outlive_their_expiry(servers) -> None:
         statuses.append(resp.status_code)
         time.sleep(1.0)
     assert set(statuses) == {200}, statuses  # every request answered, across the renewal and the first expiry
-    assert len(seen) >= 2 and client.key() != first["main"]  # renewed (at least once) while the clients kept up
+    # renewed (at least once) while the clients kept up: both keys seen, or only the new one when the loop began late
+    assert client.key() != first["main"] and (len(seen) >= 2 or first["main"] not in seen)
     stale = requests.get(f"{main.url()}/ping", headers={"Authorization": f"Bearer {first['main']}"}, timeout=5)
     assert stale.status_code == 400 and stale.json()["type"] == "InvalidKeyException"
     assert server.status(main).state == "ready"
