@@ -107,7 +107,7 @@ class TrainConfig:
     cuda_graphs: bool = False
     cudnn_benchmark: bool = True  # autotune conv algorithms on CUDA (fixed shapes): off for bit-exact GPU reruns
     # cuDNN algorithms timed per convolution shape when autotuning (torch.backends.cudnn.benchmark_limit; PyTorch's
-    # default 10, 0 = all): fewer shorten the warm-up, possibly at the price of a slower pick
+    # default 10, 0 = all): fewer should shorten the warm-up, perhaps at the price of slower picks
     cudnn_benchmark_limit: int = 10
     # checkpoints written by a background thread from a host copy (the loop pays for the copy only); DeepSpeed
     # runs always save synchronously (vsyn.train.async_checkpoint says why)
