@@ -49,6 +49,8 @@ from vsyn.train.steps import TrainSteps  # noqa: E402
 CONFIGS = {
     "sky128": ("sky128", []),
     "bair64": ("bair64", []),
+    "motion128": ("motion128", []),  # sky128's networks with the motion head
+    "motion64": ("motion64", []),  # bair64's networks with the motion head
     "tiny": ("tiny-cpu", ["model.ch_g=4", "model.ch_ds=4", "model.ch_dt=4", "train.batch=4", "model.frames=9"]),
 }
 # The original implementation on one H100 (issue 4): clips/s with one micro-batch of 8, no host copies.

@@ -31,7 +31,7 @@ def byte_size(text: str) -> int:
 
 def _units(args: argparse.Namespace) -> list[Unit]:
     if args.source == "procedural":
-        return procedural_units(args.clips, args.seed, args.val_fraction)
+        return procedural_units(args.clips, args.seed, args.val_fraction, args.split)
     inputs = [Path(p) for p in args.inputs]
     for path in inputs:
         if not path.exists():
@@ -67,6 +67,8 @@ def _pack(args: argparse.Namespace) -> int:
     units = _units(args)
     inputs = [str(Path(p).resolve()) for p in getattr(args, "inputs", [])]
     config = {"source": args.source, "inputs": inputs, "val_fraction": args.val_fraction}
+    if args.source == "procedural":
+        config["split"] = args.split
     created = not out.exists()
     try:
         summary = pack(units, out, opts, ShardLimits(args.shard_size, args.shard_samples), config, args.workers)
@@ -166,6 +168,9 @@ def _add_pack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT", help="output folder (created)")
     p.add_argument("--clips", type=int, default=64, help="number of clips")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (clip i of seed s is always the same)")
+    p.add_argument("--split", choices=("train", "test"), default="train",
+                   help="train scenes (--val-fraction holds some out as val) or held-out test scenes from a separate "
+                   "seed range")
     p.add_argument("--fps", type=float, default=25.0, help="frame rate recorded with the clips")
     p.set_defaults(func=_pack)
 

@@ -73,7 +73,15 @@ def _folder_split(relative: Path, val_fraction: float, video_id: str) -> str:
     return SPLIT_FOLDERS.get(top) or hash_split(video_id, val_fraction)
 
 
-def procedural_units(clips: int, seed: int, val_fraction: float) -> list[Unit]:
+def procedural_units(clips: int, seed: int, val_fraction: float, split: str = "train") -> list[Unit]:
+    """``split="train"``: scenes from the training seed range, ``val_fraction`` of them held out as val;
+    ``split="test"``: held-out test scenes from their own seed range (shards.procedural.clip_seed)."""
+    if split == "test":
+        if val_fraction > 0:
+            raise VsynError("procedural --split test packs held-out scenes only; drop --val-fraction")
+        return [Unit("procedural", f"procedural-test-{seed}-{i}", "test", index=i) for i in range(clips)]
+    if split != "train":
+        raise VsynError(f"procedural --split must be train or test, not {split!r}")
     return [Unit("procedural", f"procedural-{seed}-{i}", hash_split(f"procedural-{seed}-{i}", val_fraction), index=i)
             for i in range(clips)]
 

@@ -43,7 +43,8 @@ def save_snapshot(
     save_file(_state_for_safetensors(generator), str(directory / WEIGHT_FILES[False]))
     save_file(_state_for_safetensors(generator_ema or generator), str(directory / WEIGHT_FILES[True]))
     cfg.save(directory / "config.json")
-    meta = {"step": int(step), "kimg": float(kimg), **(extra_meta or {})}
+    meta = {"step": int(step), "kimg": float(kimg), "generator": cfg.model.generator, "head": cfg.model.head,
+            **(extra_meta or {})}
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
     return directory
 

@@ -73,22 +73,27 @@ def test_bf16_autocast_with_channels_last_keeps_fp32_weights(tmp_path, shards):
 
 
 def test_snapshot_metrics_keep_the_best_checkpoint(tmp_path, shards, caplog):
-    """eval.metrics run at every snapshot; checkpoints/best-<metric> holds the snapshot with the best value."""
-    cfg = _cfg(tmp_path / "run", shards, "train.max_steps=12", "train.snapshot_kimg=0.012", "eval.metrics=psnr",
-               "eval.n=4", "eval.best_metric=psnr", "train.keep_last=10")
+    """eval.metrics run at every snapshot and land in stats.jsonl; checkpoints/best-<metric> holds the snapshot
+    with the best value. (The pack has a train split only: data.val names it on purpose.)"""
+    cfg = _cfg(tmp_path / "run", shards, "train.max_steps=12", "train.snapshot_kimg=0.012", "eval.metrics=psnr,motion",
+               "eval.n=4", "eval.best_metric=psnr", "train.keep_last=10", f"data.val={shards}/manifest.json#train")
     with caplog.at_level("INFO", logger="vsyn.train"):
         assert run(cfg) == EXIT_DONE
     measured = {}  # critic steps (clips shown / batch) -> psnr, from the loop's own log lines
     for rec in caplog.records:
         if rec.getMessage().startswith("metrics at kimg"):
             kimg = float(rec.getMessage().split()[3].rstrip(":"))
-            measured[round(kimg * 1000 / 4)] = float(rec.getMessage().split("'psnr': ")[1].rstrip("}"))
+            measured[round(kimg * 1000 / 4)] = float(rec.getMessage().split("'psnr': ")[1].split(",")[0].rstrip("}"))
     assert len(measured) >= 3, caplog.text  # a snapshot every 3 steps (12 clips), plus the final one
     best_at = max(measured, key=measured.get)  # PSNR: higher is better
     best = tmp_path / "run" / "checkpoints" / "best-psnr"
     meta = json.loads((best / "meta.json").read_text())
     assert round(meta["kimg"] * 1000 / 4) == best_at
     assert (best / "generator_ema.safetensors").is_file() and not (best / "COMPLETE").exists()  # never resumed
+    logged = {round(r["kimg"] * 1000 / 4): r for r in read_losses(tmp_path / "run").values() if "metrics/psnr" in r}
+    assert logged.keys() == measured.keys()
+    assert all(r["metrics/psnr"] == pytest.approx(measured[k], rel=1e-6) for k, r in logged.items())
+    assert all(0 <= r["metrics/motion_leak"] <= 1 and "metrics/motion_score" in r for r in logged.values())
 
 
 def _close_losses(a: dict, b: dict, rtol: float) -> None:

@@ -58,9 +58,10 @@ def run_train(run_dir: Path, shards: Path, *extra: str, env: dict[str, str] | No
 
 
 def read_losses(run_dir: Path) -> dict[int, dict[str, float]]:
-    """step -> the scalars logged for it (the last record wins, as after a resume)."""
+    """step -> the scalars logged for it (records of one step merge, the last value wins, as after a resume;
+    snapshot metrics add `metrics/<name>` keys to the step that ended before the snapshot)."""
     out: dict[int, dict[str, float]] = {}
     for line in (run_dir / "logs" / "stats.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        out[rec.pop("step")] = rec
+        out.setdefault(rec.pop("step"), {}).update(rec)
     return out

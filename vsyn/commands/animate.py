@@ -11,26 +11,44 @@ from vsyn.errors import VsynError
 from vsyn.video import FORMATS
 
 
+def _size(value: str) -> str | int:
+    if value in ("input", "model"):
+        return value
+    try:
+        side = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not 'input', 'model' or a long side in px") from None
+    if side < 2:
+        raise argparse.ArgumentTypeError("the long side must be >= 2 px")
+    return side
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("animate", help="animate one image with a trained generator")
     p.add_argument("checkpoint", help="snapshot dir, run dir (newest checkpoint) or .safetensors with config.json")
-    p.add_argument("image", help="PNG, JPEG or WebP image (what the server accepts); resized (short side) and "
-                   "center-cropped to the model size")
+    p.add_argument("image", help="PNG, JPEG or WebP image (what the server accepts). Motion-head models warp the "
+                   "image itself at its own size and aspect; pixel-head models see and return a centre crop at the "
+                   "model size")
     p.add_argument("-o", "--output", required=True, help="output video path")
     p.add_argument("--frames", type=int, default=None, help="frames incl. the input (default: the training length)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the latent noise (stochastic generators)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output video")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latent noise: picks one of the possible futures")
+    p.add_argument("--fps", type=float, default=25.0, help="frames per second of the video")
     p.add_argument("--format", choices=sorted(FORMATS), default=None, help="default: from the output suffix")
-    p.add_argument("--mask", default=None, help="optional grey PNG/JPEG/WebP of the image's size: white = may move, "
-                   "black = stays the input")
+    p.add_argument("--size", type=_size, default=None, help="'input' (the image's own size; motion head default), "
+                   "'model' (the model's square; pixel head default) or the long side in px")
+    p.add_argument("--max-side", type=int, default=1920, help="cap on the long side in px")
+    p.add_argument("--loop", action="store_true", help="a seamless loop: the last frame flows into the first "
+                   "(motion head)")
+    p.add_argument("--mask", default=None, help="optional grey PNG/JPEG/WebP of the image's size (as the server "
+                   "requires): white = may move, black = stays the input bit for bit")
     p.add_argument("--raw-weights", action="store_true", help="use the raw generator instead of its EMA")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vsyn.inference import animate, load_generator, read_image_and_mask
-    from vsyn.video import encode_video
+    from vsyn.inference import animate_photo, is_motion_model, load_generator, read_photo_and_mask
+    from vsyn.video import encode_chunks
 
     output = Path(args.output)
     fmt = args.format or output.suffix.lower().lstrip(".")
@@ -40,12 +58,28 @@ def run(args: argparse.Namespace) -> int:
         raise VsynError("--frames must be >= 2 (frame 0 is the input)")
     if args.fps <= 0 or args.fps > 240:
         raise VsynError("--fps must be in (0, 240]")
+    if args.max_side < 2:
+        raise VsynError("--max-side must be >= 2")
+    photo, mask = read_photo_and_mask(args.image, args.mask)
     generator, cfg = load_generator(args.checkpoint, ema=not args.raw_weights, device=args.device)
-    res = cfg.model.resolution
-    image, mask = read_image_and_mask(args.image, args.mask, res)
-    frames = animate(generator, image[None], num_frames=args.frames, seeds=[args.seed],
-                     mask=None if mask is None else mask[None])[0]
+    size = args.size or ("input" if is_motion_model(generator) else "model")
+    (h, w), chunks = animate_photo(generator, photo, num_frames=args.frames, seed=args.seed, size=size,
+                                   max_side=args.max_side, loop=args.loop, mask=mask)
+    counted = _Counter(chunks)
+    data = encode_chunks(counted, fps=args.fps, fmt=fmt)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(encode_video(frames, fps=args.fps, fmt=fmt))
-    print(f"wrote {output} ({frames.shape[0]} frames, {res}x{res}, {fmt})")
+    output.write_bytes(data)
+    print(f"wrote {output} ({counted.frames} frames, {w}x{h}, {fmt}{', loop' if args.loop else ''})")
     return 0
+
+
+class _Counter:
+    """Counts the frames of the chunks passing through to the encoder."""
+
+    def __init__(self, chunks) -> None:
+        self.chunks, self.frames = chunks, 0
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            self.frames += len(chunk)
+            yield chunk

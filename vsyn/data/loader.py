@@ -277,18 +277,21 @@ def make_loader(
     world_size: int | None = None,
     pin_memory: bool = False,
     timeout_s: float = 600.0,
+    splits: Sequence[str] | None = None,
 ) -> ShardLoader:
     """Batches of ``batch_size`` clips of ``frames`` frames from the shards behind ``urls``.
 
     ``epoch_samples``: clips per epoch over all ranks (training; default: the manifest's count, else endless).
     ``rank``/``world_size``: override torch.distributed/env, e.g. ``0, 1`` to read the same stream on every rank.
     ``timeout_s``: a worker that yields no batch for this long raises instead of hanging the run.
+    ``splits``: read the first of these splits a manifest has (``vsyn.data.urls.TRAIN_SPLITS``/``EVAL_SPLITS``);
+    None reads what ``urls`` names.
     """
     if mode not in MODES:
         raise VsynError(f"data mode must be one of {MODES}, not {mode!r}")
     if frames < 1 or batch_size < 1 or stride < 1:
         raise VsynError(f"frames, batch_size and stride must be >= 1 (got {frames}, {batch_size}, {stride})")
-    shards = resolve(urls)
+    shards = resolve(urls, splits)
     rank, world_size = dist_info(rank, world_size)
     train = mode == "train"
     spec = ClipSpec(frames=frames, stride=stride, size=size, flip=flip, random_crop=random_crop)

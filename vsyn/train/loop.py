@@ -24,10 +24,10 @@ from vsyn.snapshot import copy_snapshot
 from vsyn.train import checkpoint
 from vsyn.train.ema import GeneratorEMA
 from vsyn.metrics import selection_score
-from vsyn.train.hooks import SnapshotContext, run_snapshot_hooks
+from vsyn.train.hooks import SnapshotContext, best_metric, run_snapshot_hooks, snapshot_data
 from vsyn.console import quiet_known_noise
 from vsyn.data.probe import clip_size, fit_note
-from vsyn.train.logs import Progress, ScalarLog, done_line, run_log, start_trackers
+from vsyn.train.logs import Progress, ScalarLog, append_record, done_line, run_log, start_trackers
 from vsyn.train.resume import plan_resume, remove_if_unused
 from vsyn.train.loss import VideoGANLoss
 from vsyn.train.randomness import StepRandom, step_seed
@@ -46,18 +46,21 @@ SAMPLE_CLIPS = 8
 
 
 def loader_factory(cfg: Config) -> LoaderFactory:
-    """seed -> the global-batch reader over cfg.data.train (every rank reads the same stream; see stream.py).
+    """seed -> the global-batch reader over cfg.data.train's train split (every rank reads the same stream; see
+    stream.py). `DIR` or `DIR/manifest.json` reads the train split; `...#val` would read another on purpose.
 
     One reader epoch is one stream block, so a reader is replaced, never restarted, at block boundaries.
     Its workers ignore SIGTERM/SIGUSR2 (vsyn.data.worker_init_fn): the main process saves first.
     """
     if not cfg.data.train:
         raise VsynError("data.train is empty: pack shards first (vsyn shards pack ...) and set data.train=DIR")
-    from vsyn.data import make_loader
+    from vsyn.data import TRAIN_SPLITS, make_loader, pin_split
+
+    data = pin_split(cfg.data.train, TRAIN_SPLITS)  # once: a missing split fails here, not at the first block
 
     def make(seed: int):
         return make_loader(
-            cfg.data.train,
+            data,
             frames=cfg.model.frames,
             batch_size=cfg.train.batch,
             mode="train",
@@ -134,9 +137,9 @@ def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
         return EXIT_DONE
     data_note = None
     if factory is None:
-        data_note = fit_note(clip_size(cfg.data.train), cfg.model.resolution, cfg.data.random_crop) \
-            if cfg.data.train else None
-        factory = loader_factory(cfg)
+        if not cfg.data.train:
+            raise VsynError("data.train is empty: pack shards first (vsyn shards pack ...) and set data.train=DIR")
+        data_note = fit_note(clip_size(cfg.data.train), cfg.model.resolution, cfg.data.random_crop)
     run_dir = cfg.run_dir
     with remove_if_unused(run_dir, enabled=main_rank), run_log(run_dir / "logs" if main_rank else None):
         if main_rank:
@@ -147,6 +150,9 @@ def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
                 log.info("changed since the checkpoint: %s", change)
             if data_note:
                 log.info(data_note)
+        factory = factory or loader_factory(cfg)
+        if cfg.eval.metrics:
+            snapshot_data(cfg)  # a missing held-out split fails now, not at the first snapshot
         rt, ema = setup(cfg, log_dir=run_dir / "logs")
         try:
             return _train(cfg, rt, ema, factory, run_dir / "checkpoints")
@@ -245,7 +251,10 @@ def _after_snapshot(cfg: Config, rt, ema: GeneratorEMA, saved: Path, step: int, 
         rt.acc_g.log({f"metrics/{k}": v for k, v in results.items()}, step=step)
         if rt.is_main:
             log.info("metrics at kimg %.3f: %s", nimg / 1000, results)
-    metric = cfg.eval.best_metric
+            # keyed like the loss records, by the last step taken, so a resume from this checkpoint keeps it
+            append_record(cfg.run_dir / "logs" / "stats.jsonl",
+                          {"step": step - 1, "kimg": nimg / 1000, **{f"metrics/{k}": v for k, v in results.items()}})
+    metric = best_metric(cfg, results)
     if metric and metric in results:
         score = selection_score(metric, float(results[metric]))
         if best is None or score < best["score"]:
