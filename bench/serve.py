@@ -446,9 +446,11 @@ def http_target(args: argparse.Namespace, tmp_path: Path) -> Target:
     store = tmp_path / "store"
     export(make_snapshot(tmp_path, args.preset), store, options=options)
     ports = server.free_ports(5)
+    # No front: TorchServe's own throughput, comparable with the rows measured before the front existed (and the
+    # front's per-client limits would refuse this one client's 32 requests at once).
     settings = ServerSettings(model_store=store, run_dir=tmp_path / "run", inference_port=ports[0],
                               management_port=ports[1], metrics_port=ports[2],
-                              grpc_inference_port=ports[3], grpc_management_port=ports[4])  # fmt: skip
+                              grpc_inference_port=ports[3], grpc_management_port=ports[4], front="none")  # fmt: skip
     server.start(settings, wait_s=300)  # returns once the workers are READY: start-up is not timed
     mode = f"TorchServe over HTTP (private server, token auth on), {args.workers} worker(s)"
     return HttpTarget(settings, args.frames, args.format), lambda: server.stop(settings), mode

@@ -4,6 +4,14 @@ TorchServe hands us a batch (up to `batchSize` requests gathered within `maxBatc
 on its own, so one bad request gets its own 4xx and never fails its batch mates; the valid ones are grouped by
 frame count (one generator call per group, seeds per video) and encoded in parallel, each in its own format.
 
+Two things TorchServe hides from a handler are recovered here. It keeps one value per form field (the last), so
+`initialize` wraps its request decoding to note names a request sent twice, which `parse_request` then refuses.
+And it tells a gRPC client about a handler's refusal only when the whole batch fails (a per-request status reaches
+REST clients only): a request that came over gRPC (it carries no HTTP headers) is refused unless the server runs
+with gRPC on, and a batch made only of refused gRPC requests is failed as a whole, with the refusal's status,
+which TorchServe maps to a gRPC code. With gRPC on the server batches one request at a time, so that is every
+refusal.
+
 The .mar's files form a vsyn snapshot (config.json, generator_ema.safetensors, meta.json), so the model dir
 loads with `load_generator` as is. This file is copied into the .mar and imported by TorchServe as a top-level
 module, so it defines exactly one class and reaches everything else through the installed `serve` and `vsyn`.
@@ -23,20 +31,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from serve.config import GRPC_ENV
 from serve.encode_pool import encode_pool, resize_and_encode
-from serve.protocol import Limits, RequestError, VideoRequest, error_body, parse_request
+from serve.protocol import DUPLICATES_KEY, Limits, RequestError, VideoRequest, error_body, parse_request
 from vsyn.errors import VsynError
 from vsyn.graphs import GraphedGenerator
-from vsyn.inference import animate, load_generator
+from vsyn.inference import animate, animate_photo, is_motion_model, load_generator
 from vsyn.nn.layers import to_channels_last
-from vsyn.video import encode_video, x264_preset
+from vsyn.video import encode_chunks, encode_video, x264_preset
 
 log = logging.getLogger(__name__)
 
 
 class VsynHandler:
     def __init__(self) -> None:
-        self.generator: torch.nn.Module | None = None
+        self.generator: torch.nn.Module | None = None  # what `animate` calls: the module or its CUDA-graph replayer
+        self.model: torch.nn.Module | None = None  # the module itself
+        self.motion = False  # the model has the motion head: size=input warps the photo itself, loops are possible
         self.resolution = 0
         self.default_frames = 0
         self.limits = Limits()
@@ -45,6 +56,7 @@ class VsynHandler:
         self.autocast: torch.dtype | None = None  # None: plain fp32
         self.encoder_preset = x264_preset(None)
         self.last_batch: tuple[int, float, float] | None = None  # (videos, generate ms, encode ms) of the last group
+        self.grpc = False  # serve requests that arrive over gRPC (`vsyn serve start --grpc`)
         self.initialized = False
 
     def initialize(self, context: Any) -> None:
@@ -60,8 +72,12 @@ class VsynHandler:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.generator, cfg = load_generator(Path(props["model_dir"]), ema=True, device=device)
+        self.model = self.generator  # the module itself: full-resolution motion requests call its motion_fields
+        self.motion = is_motion_model(self.generator)
         self.resolution, self.default_frames = cfg.model.resolution, cfg.model.frames
         self.limits = Limits.from_mapping(options)
+        self.grpc = os.environ.get(GRPC_ENV) == "1"
+        _watch_duplicates()
         # > 0: generate a group in chunks of this many videos, each chunk's encodes running while the next generates
         self.generate_chunk = int(options.get("generate_chunk", 0))
         if self.generate_chunk < 0:
@@ -94,10 +110,10 @@ class VsynHandler:
             job.result()
         self.initialized = True
         log.info(
-            "vsyn generator %s on %s (%s%s, %d torch threads, %s, x264 preset %s), limits %s",
+            "vsyn generator %s on %s (%s%s, %d torch threads, %s, x264 preset %s, gRPC %s), limits %s",
             cfg.name, device, self.autocast or "fp32", ", channels_last" if self.channels_last else "",
             torch.get_num_threads(), f"{processes} encode processes" if processes > 0 else f"{threads} encode threads",
-            self.encoder_preset, self.limits,
+            self.encoder_preset, "on" if self.grpc else "off", self.limits,
         )  # fmt: skip
 
     def _precision(self) -> contextlib.AbstractContextManager:
@@ -107,38 +123,48 @@ class VsynHandler:
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes | str]:
         responses: list[bytes | str] = [b""] * len(data)
-        groups: dict[int, list[tuple[int, VideoRequest]]] = defaultdict(list)  # frame count -> requests
+        failed: dict[int, RequestError] = {}  # index -> refusal or failure, for the gRPC verdict below
+        via_grpc = [_via_grpc(context.get_all_request_header(i)) for i in range(len(data))]
+        # (frame count, full resolution) -> requests: full-resolution motion requests render one by one
+        groups: dict[tuple[int, bool], list[tuple[int, VideoRequest]]] = defaultdict(list)
         for i, fields in enumerate(data):
             try:
+                if via_grpc[i] and not self.grpc:
+                    raise RequestError(403, "gRPC is off on this server (start it with `vsyn serve start --grpc`)")
                 req = parse_request(
                     fields,
                     context.get_all_request_header(i),
                     resolution=self.resolution,
                     default_frames=self.default_frames,
                     limits=self.limits,
+                    motion=self.motion,
                 )
             except RequestError as exc:
-                responses[i] = self._error(context, i, exc.status, exc.phrase, exc.message)
+                failed[i] = exc
                 continue
             except Exception:  # noqa: BLE001 - an input we did not foresee: fail this request, not the batch
                 log.exception("could not parse request %d", i)
-                responses[i] = self._error(context, i, 500, "Internal Server Error", "could not process the request")
+                failed[i] = RequestError(500, "could not process the request")
                 continue
-            groups[req.frames].append((i, req))
-        for frames, members in groups.items():
+            groups[(req.frames, req.photo is not None)].append((i, req))
+        _fail_grpc_batch(failed, via_grpc)
+        for (frames, full_res), members in groups.items():
             idxs, reqs = [i for i, _ in members], [r for _, r in members]
             try:
-                videos = self._generate(frames, reqs)
+                videos = self._warp_photos(frames, reqs) if full_res else self._generate(frames, reqs)
             except Exception:  # noqa: BLE001 - the worker must survive anything; these clients get a 500
                 log.exception("generation failed for a group of %d requests", len(reqs))
                 for i in idxs:
-                    responses[i] = self._error(context, i, 500, "Internal Server Error", "generation failed")
+                    failed[i] = RequestError(500, "generation failed")
                 continue
             for i, req, video in zip(idxs, reqs, videos):
                 responses[i] = video
                 context.set_response_content_type(i, req.content_type)
                 context.set_response_header(i, "X-Vsyn-Seed", str(req.seed))  # lets a client reproduce a random one
                 context.set_response_header(i, "X-Vsyn-Batch-Size", str(len(reqs)))  # observability: batched?
+        _fail_grpc_batch(failed, via_grpc)
+        for i, exc in failed.items():
+            responses[i] = self._error(context, i, exc.status, exc.phrase, exc.message)
         return responses
 
     def _generate(self, frames: int, reqs: list[VideoRequest]) -> list[bytes]:
@@ -164,6 +190,19 @@ class VsynHandler:
         log.debug("batch of %d x %d frames: generate %.0f ms, encode %.0f ms", len(reqs), frames, *self.last_batch[1:])
         return encoded
 
+    def _warp_photos(self, frames: int, reqs: list[VideoRequest]) -> list[bytes]:
+        """Motion head, size=input: each photo warped at its own size (long side capped), rendered and encoded in
+        frame chunks as `vsyn animate` does, so memory stays bounded by a chunk whatever the photo's size."""
+        videos = []
+        for req in reqs:
+            with self._precision():
+                (h, w), chunks = animate_photo(self.model, req.photo, num_frames=frames, seed=req.seed,
+                                               size=req.render_size,
+                                               max_side=self.limits.max_side, loop=req.loop, mask=req.photo_mask)
+                assert (w, h) == req.out_size, ((w, h), req.out_size)  # what the cost cap was checked against
+                videos.append(encode_chunks(chunks, fps=req.fps, fmt=req.fmt, preset=self.encoder_preset))
+        return videos
+
     def _animate(self, frames: int, reqs: list[VideoRequest]) -> np.ndarray:
         images = np.stack([r.image for r in reqs])
         mask = None
@@ -179,6 +218,71 @@ class VsynHandler:
         context.set_response_status(status, phrase, idx=i)
         context.set_response_content_type(i, "application/json")
         return error_body(status, phrase, message)
+
+
+def _via_grpc(headers: dict[str, Any]) -> bool:
+    """A request that came over gRPC: TorchServe gives it no HTTP headers, only its parameters' entries (dicts).
+    Every REST request has some (token auth alone needs Authorization)."""
+    return not any(isinstance(value, str) for value in headers.values())
+
+
+def _fail_grpc_batch(failed: dict[int, RequestError], via_grpc: list[bool]) -> None:
+    """A batch of gRPC requests that all failed alike fails as a whole, with their status: TorchServe then gives
+    each gRPC client the status mapped to a gRPC code (400 INVALID_ARGUMENT, 403 PERMISSION_DENIED, 413
+    RESOURCE_EXHAUSTED, 500 INTERNAL, other 4xx FAILED_PRECONDITION) and the message, instead of status OK with the
+    JSON refusal as its "prediction". Any other batch answers request by request."""
+    if not failed or len(failed) < len(via_grpc) or not all(via_grpc) or len({e.status for e in failed.values()}) > 1:
+        return
+    from ts.utils.util import PredictionException
+
+    exc = next(iter(failed.values()))
+    raise PredictionException(exc.message, exc.status)
+
+
+def _watch_duplicates() -> None:
+    """Make TorchServe's request decoding note the names a request sent more than once.
+
+    TorchServe's worker turns each request's parameters (form fields) and headers into dicts, keeping the last of
+    two equal names; `parse_request` should refuse such a request instead. This wraps that one static method of the
+    worker (TorchServe 0.12 is its last release) and puts the repeated names under `DUPLICATES_KEY` in the
+    request's headers. Outside a TorchServe worker it does nothing.
+    """
+    try:
+        from ts.service import Service
+    except ImportError:
+        return
+    original = Service.retrieve_data_for_inference
+    if getattr(original, "vsyn_duplicates", False):
+        return
+
+    def retrieve_data_for_inference(batch):  # noqa: ANN001, ANN202 - TorchServe's signature
+        headers, inputs, ids = original(batch)
+        for request, processor in zip(batch or [], headers):
+            repeated = _repeated_names(request)
+            if repeated:
+                processor.get_request_properties()[DUPLICATES_KEY] = repeated
+        return headers, inputs, ids
+
+    retrieve_data_for_inference.vsyn_duplicates = True
+    Service.retrieve_data_for_inference = staticmethod(retrieve_data_for_inference)
+
+
+def _repeated_names(request: dict[str, Any]) -> list[tuple[str, str]]:
+    """[(kind, name)] of the form fields and option headers a raw TorchServe request carries more than once."""
+    out, fields, heads = [], set(), set()
+    for parameter in request.get("parameters") or []:
+        name = parameter.get("name")
+        if name in fields:
+            out.append(("form field", name))
+        fields.add(name)
+    for header in request.get("headers") or []:
+        name = header.get("name", b"")
+        name = (name.decode("utf-8", "replace") if isinstance(name, (bytes, bytearray)) else str(name)).lower()
+        if name.startswith("x-vsyn-") or name == "content-type":
+            if name in heads:
+                out.append(("header", name))
+            heads.add(name)
+    return out
 
 
 def _flag(value: Any) -> bool:

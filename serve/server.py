@@ -1,14 +1,21 @@
-"""Start, stop and probe one TorchServe instance whose every file lives in its run dir.
+"""Start, stop and probe one vsyn server (TorchServe, its key keeper, its nginx front) whose every file lives in its
+run dir.
 
 TorchServe's own `--start/--stop` keeps a single pid file in the system temp dir and forgets the Python workers
 the JVM spawns. We run `torchserve --foreground` as the leader of a new process group instead, with the run dir as
-its working directory (key_file.json lands there) and TEMP/LOG_LOCATION pointing inside it; `stop` signals the
-whole group, so the JVM and every worker go together, and escalates to SIGKILL after a grace period.
+its working directory (key_file.json lands there) and TEMP/LOG_LOCATION pointing inside it. The group also holds
+the key keeper (`serve.keys`) and the log pump that rotates the console output (`serve.logpump`). With the front,
+TorchServe listens on 127.0.0.1 only and nginx (`serve.front`, its own process group) faces the clients.
+
+`stop` drains first: nginx stops accepting and lets in-flight requests finish (up to `drain_s`); then the
+TorchServe group gets SIGTERM, and SIGKILL after a grace period. Without a front there is nothing to drain with:
+TorchServe resets what it is working on.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import signal
@@ -16,14 +23,22 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import yaml
 
-from serve.client import VsynClient
-from serve.config import ServerSettings, write_properties
+from serve import front
+from serve.client import VsynClient, key_refused
+from serve.config import GRPC_ENV, ServerSettings, write_properties
+from serve.keys import read_key_file
 from vsyn.errors import VsynError
+
+# `vsyn serve status` states; "key expired" is told apart from "down": the server runs but refuses every call.
+DOWN, STARTING, KEY_EXPIRED, KEY_REFUSED, FRONT_DOWN, UNHEALTHY, READY = (
+    "down", "starting", "key expired", "key refused", "front down", "unhealthy", "ready")  # fmt: skip
 
 
 @dataclass
@@ -32,12 +47,13 @@ class Health:
     healthy: bool  # /ping answered "Healthy" with the inference key
     models: dict[str, list[str]]  # model name -> worker states (READY, ...)
     detail: str = ""
+    state: str = ""  # one of the states above
 
     @property
     def ready(self) -> bool:
         return self.running and self.healthy and bool(self.models) and all(
             states and all(s == "READY" for s in states) for states in self.models.values()
-        )
+        ) and self.state in ("", READY)
 
 
 def _java() -> str:
@@ -101,11 +117,12 @@ def _environment(settings: ServerSettings) -> dict[str, str]:
         METRICS_LOCATION=str(settings.log_dir),
         PYTHONUNBUFFERED="1",
     )
+    env[GRPC_ENV] = "1" if settings.grpc else "0"  # the workers inherit it: the handler refuses gRPC unless "1"
     return env
 
 
 def start(settings: ServerSettings, wait_s: float = 180.0) -> Health:
-    """Write config.properties, launch TorchServe and wait until every model has READY workers."""
+    """Write the configs, launch TorchServe (+ key keeper, log pump), wait for READY workers, then open the front."""
     _java()
     if not settings.model_store.is_dir():
         raise VsynError(f"model store {settings.model_store} is not a directory")
@@ -113,47 +130,111 @@ def start(settings: ServerSettings, wait_s: float = 180.0) -> Health:
         mar = name.split("=", 1)[-1]
         if not (settings.model_store / mar).is_file():
             raise VsynError(f"{mar} not found in {settings.model_store} (build it with `vsyn export`)")
+    if settings.grpc:
+        _check_grpc_batches(settings)
     pid = _read_pid(settings)
     if pid and _group_alive(pid):
         raise VsynError(f"a server already runs from {settings.run_dir} (pid {pid}); `vsyn serve stop` it first")
-    busy = [f"{n} {p}" for n, p in settings.ports().items() if not _port_free(settings.host, p)]
+    if settings.fronted and front.alive(settings):
+        raise VsynError(f"a front already runs from {settings.run_dir} (pid {front.pid(settings)}); "
+                        "`vsyn serve stop` it first")  # fmt: skip
+    busy = [f"{n} {p}" for n, (host, p) in _listeners(settings).items() if not _port_free(host, p)]
     if busy:
         raise VsynError(f"ports in use: {', '.join(busy)} (pick others with --port/--*-port)")
 
     write_properties(settings)
+    if settings.fronted:
+        front.write_config(settings)
+        front.check(settings)  # a config nginx refuses fails here, before TorchServe starts
     settings.key_file.unlink(missing_ok=True)  # a stale key file would look like a started server
     cmd = [
         sys.executable, "-m", "ts.model_server", "--start", "--foreground",
         "--ts-config", str(settings.config_path), "--model-store", str(settings.model_store),
+        "--log-config", str(settings.log_config_path),
     ]  # fmt: skip
-    console = open(settings.log_dir / "console.log", "ab")  # noqa: SIM115 (owned by the child from here on)
+    # Console output (the launcher's, the JVM's errors, the key keeper's lines) goes through a pipe into a log pump
+    # that rotates logs/console.log; a plain redirect grew one file for as long as the server ran.
+    read_end, write_end = os.pipe()
     try:
         proc = subprocess.Popen(
             cmd,
             cwd=settings.run_dir,
             env=_environment(settings),
             stdin=subprocess.DEVNULL,
-            stdout=console,
-            stderr=subprocess.STDOUT,
+            stdout=write_end,
+            stderr=write_end,
             start_new_session=True,  # own process group: stop() takes the JVM and its workers with it
         )
+        settings.pid_file.write_text(f"{proc.pid}\n")
+        front.start_log_pump(settings, read_end, settings.log_dir / "console.log", group=proc.pid)
+        if settings.renew_keys:
+            keeper = [sys.executable, "-m", "serve.keys", "--run-dir", str(settings.run_dir), "--leader", str(proc.pid)]
+            subprocess.Popen(keeper, cwd=settings.run_dir, stdin=subprocess.DEVNULL, stdout=write_end,
+                             stderr=write_end, preexec_fn=functools.partial(_join_group, proc.pid))  # fmt: skip
     finally:
-        console.close()
-    settings.pid_file.write_text(f"{proc.pid}\n")
-    return wait_ready(settings, wait_s, proc=proc)
+        os.close(read_end)
+        os.close(write_end)
+    health = wait_ready(settings, wait_s, proc=proc, check_front=False)
+    if settings.fronted:
+        try:
+            front.start(settings)
+        except VsynError:
+            stop(settings, drain_s=0)
+            raise
+        health = status(settings)
+    return health
 
 
-def wait_ready(settings: ServerSettings, wait_s: float, proc: subprocess.Popen | None = None) -> Health:
+def _check_grpc_batches(settings: ServerSettings) -> None:
+    """gRPC needs one request per batch: TorchServe tells a gRPC client about a handler's refusal only by failing the
+    request's whole batch (a per-request status reaches REST clients only), which must not take batch mates with it.
+    The batch size is fixed in the .mar (its model-config.yaml wins over config.properties)."""
+    for name in settings.models:
+        mar = settings.model_store / name.split("=", 1)[-1]
+        try:
+            with zipfile.ZipFile(mar) as z:
+                batch = int((yaml.safe_load(z.read("model-config.yaml")) or {}).get("batchSize", 1))
+        except (zipfile.BadZipFile, KeyError, ValueError, yaml.YAMLError):
+            batch = 1  # no model-config: TorchServe's default batch size is 1
+        if batch != 1:
+            raise VsynError(f"--grpc needs models exported with --batch-size 1 ({mar.name} batches {batch}): "
+                            "TorchServe reports a refusal to a gRPC client only by failing its whole batch")  # fmt: skip
+
+
+def _listeners(settings: ServerSettings) -> dict[str, tuple[str, int]]:
+    """Every (host, port) the server binds, by name."""
+    ts = settings.torchserve_host
+    out = {
+        "inference port": (settings.host, settings.inference_port),
+        "management port": (ts, settings.management_port),
+        "metrics port": (ts, settings.metrics_port),
+        "gRPC inference port": (settings.grpc_host, settings.grpc_inference_port),
+        "gRPC management port": (settings.grpc_host, settings.grpc_management_port),
+    }
+    if settings.fronted:
+        out["backend port"] = (ts, settings.backend_port)
+    return out
+
+
+def _join_group(pgid: int) -> None:
+    try:
+        os.setpgid(0, pgid)
+    except OSError:  # the group's leader is already gone: the keeper notices and exits by itself
+        pass
+
+
+def wait_ready(settings: ServerSettings, wait_s: float, proc: subprocess.Popen | None = None,
+               check_front: bool = True) -> Health:  # fmt: skip
     deadline = time.monotonic() + wait_s
-    health = status(settings)
+    health = status(settings, check_front=check_front)
     while not health.ready:
         if proc is not None and proc.poll() is not None:
             raise VsynError(f"TorchServe exited with code {proc.returncode}; see {_log_hint(settings)}")
         if time.monotonic() > deadline:
-            stop(settings)
+            stop(settings, drain_s=0)
             raise VsynError(f"TorchServe not ready after {wait_s:.0f} s ({health.detail}); see {_log_hint(settings)}")
         time.sleep(0.5)
-        health = status(settings)
+        health = status(settings, check_front=check_front)
     return health
 
 
@@ -161,32 +242,71 @@ def _log_hint(settings: ServerSettings) -> str:
     return f"{settings.log_dir}/console.log and {settings.log_dir}/model_log.log"
 
 
-def status(settings: ServerSettings) -> Health:
+def _refused_key(settings: ServerSettings, api: str) -> Health:
+    """A running server that refuses our key: expired (past its time, not renewed) or otherwise refused."""
+    try:
+        key = read_key_file(settings.key_file)[api]
+    except (OSError, ValueError, KeyError):
+        return Health(True, False, {}, f"the {api} key was refused and the key file is unreadable", KEY_REFUSED)
+    if key.seconds_left() <= 0:
+        keeper = "the key keeper did not renew it" if settings.renew_keys else "key renewal is off"
+        return Health(True, False, {}, f"the {api} key expired at {key.expires:%Y-%m-%dT%H:%M:%SZ} ({keeper}; "
+                                       f"`vsyn serve token --run-dir {settings.run_dir}` renews it)", KEY_EXPIRED)  # fmt: skip
+    return Health(True, False, {}, f"the {api} key in {settings.key_file} was refused", KEY_REFUSED)
+
+
+def status(settings: ServerSettings, check_front: bool = True) -> Health:
+    """Probe TorchServe directly (its own listener: ping with the inference key, worker states with the management
+    key), then the front (nginx alive and listening)."""
     pid = _read_pid(settings)
     if not pid or not _group_alive(pid):
-        return Health(False, False, {}, "not running")
+        return Health(False, False, {}, "not running", DOWN)
     if not settings.key_file.is_file():
-        return Health(True, False, {}, "starting (no key file yet)")
+        return Health(True, False, {}, "starting (no key file yet)", STARTING)
     client = VsynClient(settings)
+
+    def get(url: str, api: str) -> requests.Response:
+        """GET with the key file's `api` key, once more if the key was renewed in between (the keeper's race)."""
+        key = client.key(api)
+        r = client.http.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=2.0)
+        if key_refused(r) and client.key(api) != key:
+            r = client.http.get(url, headers={"Authorization": f"Bearer {client.key(api)}"}, timeout=2.0)
+        return r
+
     try:
-        healthy = client.ping(timeout=2.0).get("status") == "Healthy"
+        r = get(settings.url("backend") + "/ping", "inference")
+        if key_refused(r):
+            return _refused_key(settings, "inference")
+        healthy = r.status_code == 200 and r.json().get("status") == "Healthy"
         models = {}
         for name in settings.models:
             model = name.split("=", 1)[0]
-            client.model = model
-            desc = client.describe(timeout=2.0)
-            models[model] = [w.get("status", "?") for d in desc for w in d.get("workers", [])]
+            r = get(f"{settings.url('management')}/models/{model}", "management")
+            if key_refused(r):
+                return _refused_key(settings, "management")
+            r.raise_for_status()
+            models[model] = [w.get("status", "?") for d in r.json() for w in d.get("workers", [])]
     except (requests.RequestException, ValueError, KeyError) as exc:
-        return Health(True, False, {}, f"not answering: {exc.__class__.__name__}")
-    return Health(True, healthy, models, "ok" if healthy else "ping not Healthy")
+        return Health(True, False, {}, f"not answering: {exc.__class__.__name__}", UNHEALTHY)
+    if not healthy:
+        return Health(True, False, models, "ping not Healthy", UNHEALTHY)
+    if check_front and settings.fronted and not (front.alive(settings) and front.listening(settings)):
+        return Health(True, True, models, f"the nginx front is not running; see {settings.log_dir}/front.log",
+                      FRONT_DOWN)  # fmt: skip
+    health = Health(True, True, models, "ok", READY)
+    if not health.ready:
+        health.state, health.detail = STARTING, "workers not READY yet"
+    return health
 
 
-def stop(settings: ServerSettings, grace_s: float = 30.0) -> bool:
-    """SIGTERM the server's process group, SIGKILL what is left after `grace_s`. False if nothing ran."""
+def stop(settings: ServerSettings, grace_s: float = 30.0, drain_s: float | None = None) -> bool:
+    """Drain and stop the front (in-flight requests finish, up to `drain_s`), then SIGTERM the TorchServe group and
+    SIGKILL what is left after `grace_s`. False if nothing ran."""
+    stopped_front = settings.fronted and front.stop(settings, drain_s=drain_s)
     pid = _read_pid(settings)
     if not pid or not _group_alive(pid):
         settings.pid_file.unlink(missing_ok=True)
-        return False
+        return stopped_front
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while _group_alive(pid) and time.monotonic() < deadline:
@@ -201,6 +321,23 @@ def stop(settings: ServerSettings, grace_s: float = 30.0) -> bool:
     settings.pid_file.unlink(missing_ok=True)
     settings.key_file.unlink(missing_ok=True)  # keys die with the server
     return True
+
+
+def renew_keys(settings: ServerSettings, kinds: tuple[str, ...] = ("inference", "management")) -> dict[str, str]:
+    """`vsyn serve token`: new keys now (the old ones stop working at once). Returns kind -> new expiry."""
+    from serve.keys import renew
+
+    pid = _read_pid(settings)
+    if not pid or not _group_alive(pid) or not settings.key_file.is_file():
+        raise VsynError(f"no server runs from {settings.run_dir}")
+    out = {}
+    for kind in kinds:
+        try:
+            key = renew(settings, kind)
+        except requests.RequestException as exc:
+            raise VsynError(f"could not renew the {kind} key: {exc}") from None
+        out[kind] = f"{key.expires:%Y-%m-%dT%H:%M:%SZ}"
+    return out
 
 
 def _reap(pid: int) -> None:

@@ -169,8 +169,8 @@ def _add_pack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clips", type=int, default=64, help="number of clips")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (clip i of seed s is always the same)")
     p.add_argument("--split", choices=("train", "test"), default="train",
-                   help="train scenes (--val-fraction holds some out as val) or held-out test scenes from a separate "
-                   "seed range")
+                   help="train scenes (--val-fraction holds some out as val) or held-out test scenes from a "
+                        "separate seed range")
     p.add_argument("--fps", type=float, default=25.0, help="frame rate recorded with the clips")
     p.set_defaults(func=_pack)
 

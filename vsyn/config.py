@@ -79,6 +79,10 @@ class DataConfig:
     random_crop: bool = False
     workers: int = 2
     shuffle_buffer: int = 256
+    # global: every rank reads the whole global batch and keeps its slice (N ranks see exactly the clips one
+    # process would: the DDP == one-process equivalence). per_rank: each rank reads only its own clips from its own
+    # shards (decoding cost per rank / N; a different, equally random stream; no clip read by two ranks in a pass)
+    reading: str = "global"
 
 
 @dataclass
@@ -102,6 +106,12 @@ class TrainConfig:
     # is launch-bound. One process, ddp runtime, CUDA only (vsyn.train.steps)
     cuda_graphs: bool = False
     cudnn_benchmark: bool = True  # autotune conv algorithms on CUDA (fixed shapes): off for bit-exact GPU reruns
+    # cuDNN algorithms timed per convolution shape when autotuning (torch.backends.cudnn.benchmark_limit; PyTorch's
+    # default 10, 0 = all): fewer shorten the warm-up, possibly at the price of a slower pick
+    cudnn_benchmark_limit: int = 10
+    # checkpoints written by a background thread from a host copy (the loop pays for the copy only); DeepSpeed
+    # runs always save synchronously (vsyn.train.async_checkpoint says why)
+    async_checkpoint: bool = True
     distributed: str = "ddp"  # ddp | deepspeed
     zero_stage: int = 2
     run_dir: str = "runs/{name}"
@@ -289,6 +299,10 @@ def validate(cfg: Config) -> None:
         raise VsynError(f"loss.penalty_precision must be fp32 or autocast, not {cfg.loss.penalty_precision!r}")
     if cfg.train.precision not in ("fp32", "bf16"):
         raise VsynError(f"train.precision must be fp32 or bf16, not {cfg.train.precision!r}")
+    if cfg.data.reading not in ("global", "per_rank"):
+        raise VsynError(f"data.reading must be global or per_rank, not {cfg.data.reading!r}")
+    if cfg.train.cudnn_benchmark_limit < 0:
+        raise VsynError("train.cudnn_benchmark_limit must be >= 0 (0 times every algorithm)")
     if cfg.train.distributed not in ("ddp", "deepspeed"):
         raise VsynError(f"train.distributed must be ddp or deepspeed, not {cfg.train.distributed!r}")
     if cfg.train.batch < 1 or cfg.train.n_critic < 1:

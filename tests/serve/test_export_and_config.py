@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from serve.archive import ServingOptions, export
-from serve.config import ServerSettings, render_properties
+from serve.config import ServerSettings, render_log_config, render_properties
 from vsyn.errors import VsynError
 from vsyn.inference import load_generator
 
@@ -59,7 +59,7 @@ def test_export_refuses_to_overwrite_and_bad_options(checkpoint, tmp_path) -> No
 def test_properties_are_safe_by_default(tmp_path) -> None:
     settings = ServerSettings(model_store=tmp_path / "store", run_dir=tmp_path / "run")
     props = dict(line.split("=", 1) for line in render_properties(settings).splitlines() if "=" in line)
-    assert props["inference_address"] == "http://127.0.0.1:8080"
+    assert props["inference_address"] == "http://127.0.0.1:8083"  # behind the front: its backend port, loopback
     assert props["management_address"] == "http://127.0.0.1:8081"
     assert props["metrics_address"] == "http://127.0.0.1:8082"
     assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
@@ -74,6 +74,48 @@ def test_properties_are_safe_by_default(tmp_path) -> None:
     assert not allowed.fullmatch("https://example.com/vsyn.mar")
     assert not allowed.fullmatch(f"file://{tmp_path}/elsewhere/vsyn.mar")
     assert props["load_models"] == "vsyn=vsyn.mar"
+    assert props["decode_input_request"] == "false"  # the handler parses JSON itself (duplicates, long numbers)
+    exposed = ServerSettings(model_store=tmp_path, run_dir=tmp_path / "run", host="0.0.0.0", front="none")
+    props = dict(line.split("=", 1) for line in render_properties(exposed).splitlines() if "=" in line)
+    assert props["inference_address"] == "http://0.0.0.0:8080" and props["management_address"] == "http://0.0.0.0:8081"
+    fronted = ServerSettings(model_store=tmp_path, run_dir=tmp_path / "run", host="0.0.0.0")
+    props = dict(line.split("=", 1) for line in render_properties(fronted).splitlines() if "=" in line)
+    assert props["inference_address"] == "http://127.0.0.1:8083"  # only the front binds 0.0.0.0
+    assert props["management_address"] == "http://127.0.0.1:8081"
+
+
+def test_log_config_rotates_every_log_and_keeps_requests_off_the_console(tmp_path) -> None:
+    import xml.etree.ElementTree as ET
+
+    settings = ServerSettings(model_store=tmp_path, run_dir=tmp_path / "run", log_max_mib=2, log_backups=3)
+    root = ET.fromstring(render_log_config(settings))
+    files = root.findall("./Appenders/RollingFile")
+    assert {f.get("name") for f in files} == {"access_log", "model_log", "model_metrics", "ts_log", "ts_metrics"}
+    for f in files:
+        assert f.find("./Policies/SizeBasedTriggeringPolicy").get("size") == str(2 * 1024 * 1024)
+        assert f.find("./DefaultRolloverStrategy").get("max") == "3" and "%i" in f.get("filePattern")
+    for logger in root.findall("./Loggers/Logger"):
+        for ref in logger.findall("AppenderRef"):  # the console gets errors only, never a line per request
+            assert ref.get("ref") != "STDOUT" or ref.get("level") == "error"
+    assert all(lg.get("additivity") == "false" for lg in root.findall("./Loggers/Logger") if lg.find("AppenderRef") is not None)
+
+
+def test_log_pump_rotates_and_keeps_the_backups(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    target = tmp_path / "console.log"
+    lines = b"".join(f"line {i:05d}\n".encode() for i in range(3000))  # 33 kB
+    result = subprocess.run([sys.executable, "-m", "serve.logpump", str(target), "--max-bytes", "4096", "--backups",
+                             "2"], input=lines, capture_output=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["console.log", "console.log.1", "console.log.2"]
+    assert all((tmp_path / name).stat().st_size <= 4096 for name in kept)
+    tail = b"".join((tmp_path / n).read_bytes() for n in ("console.log.2", "console.log.1", "console.log"))
+    assert lines.endswith(tail)  # the newest output, in order, nothing lost inside what is kept
+    assert os.path.getsize(target) > 0
 
 
 def test_settings_validate_and_round_trip(tmp_path) -> None:

@@ -53,7 +53,8 @@ def handler(checkpoint) -> VsynHandler:
 
 
 def test_groups_by_frame_count_and_isolates_bad_requests(handler) -> None:
-    reqs = [request(4), ({"body": bytearray(b"junk")}, {}), request(6, "gif"), request(4, "webm", seed=9)]
+    junk = ({"body": bytearray(b"junk")}, {"content-type": "application/octet-stream"})
+    reqs = [request(4), junk, request(6, "gif"), request(4, "webm", seed=9)]
     ctx = FakeContext(".", [h for _, h in reqs])
     out = handler.handle([d for d, _ in reqs], ctx)
     assert ctx.status == {1: 415} and json.loads(out[1])["code"] == 415
@@ -168,3 +169,30 @@ def test_generate_chunk_pipelines_the_same_videos(handler, checkpoint) -> None:
 def test_generate_chunk_must_not_be_negative(checkpoint) -> None:
     with pytest.raises(VsynError, match="generate_chunk"):
         VsynHandler().initialize(FakeContext(checkpoint, handler_options={"generate_chunk": -1}))
+
+
+def grpc_request(frames: int, seed: int = 0) -> tuple[dict, dict]:
+    """A request as TorchServe hands over one that came over gRPC: parameters only, no HTTP headers."""
+    return ({"image": bytearray(encode_image(landscape())), "frames": bytearray(str(frames).encode()),
+             "seed": bytearray(str(seed).encode())},
+            {"image": {"content-type": ""}, "frames": {"content-type": ""}, "seed": {"content-type": ""}})  # fmt: skip
+
+
+def test_grpc_requests_are_refused_with_a_batch_status_unless_grpc_is_on(handler, monkeypatch) -> None:
+    """TorchServe gives a gRPC client a status code only for a failed batch: a batch of refused gRPC requests fails
+    as a whole with the refusal's status; a gRPC request beside REST ones is refused on its own (JSON)."""
+    from ts.utils.util import PredictionException
+
+    with pytest.raises(PredictionException) as info:
+        handler.handle([grpc_request(4)[0]], FakeContext(".", [grpc_request(4)[1]]))
+    assert info.value.error_code == 403 and "gRPC is off" in info.value.message
+    reqs = [request(4), grpc_request(4)]
+    ctx = FakeContext(".", [h for _, h in reqs])
+    out = handler.handle([d for d, _ in reqs], ctx)
+    assert ctx.status == {1: 403} and decode_video(out[0]).shape[0] == 4
+    monkeypatch.setattr(handler, "grpc", True)
+    out = handler.handle([grpc_request(5, seed=2)[0]], FakeContext(".", [grpc_request(5)[1]]))
+    assert decode_video(out[0]).shape[0] == 5
+    with pytest.raises(PredictionException) as info:  # frames out of range: INVALID_ARGUMENT for the client
+        handler.handle([grpc_request(1)[0]], FakeContext(".", [grpc_request(1)[1]]))
+    assert info.value.error_code == 400 and "frames" in info.value.message

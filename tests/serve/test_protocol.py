@@ -131,3 +131,66 @@ def test_output_size_and_resize() -> None:
     video = np.zeros((3, 32, 32, 3), np.uint8)
     assert resize_video(video, (42, 32)).shape == (3, 32, 42, 3)
     assert resize_video(video, (32, 32)) is video
+
+
+def test_cut_short_or_corrupt_images_of_a_known_format_are_400_not_415() -> None:
+    png, jpeg = encode_image(landscape(64, 64)), encode_image(landscape(64, 64), "JPEG")
+    webp = encode_image(landscape(64, 64), "WEBP")
+    for data in (png[:40], png[:8], png[:20] + b"\0" * 100, jpeg[:3], jpeg[:200], webp[:12], webp[:30]):
+        err = refused(*raw(data))
+        assert err.status == 400 and "truncated or corrupt" in err.message, (data[:12], err.message)
+    for data in (b"RIFF\x10\x00\x00\x00AVI LIST", b"\x89PNX....", b"GIF89a"):  # other formats: unsupported
+        assert refused(*raw(data)).status == 415
+
+
+def test_high_bit_depth_grayscale_is_scaled_to_8_bits_exactly() -> None:
+    """A 16-bit grayscale PNG at the model's size: the model input is round(v / 257) per pixel (within 1/255 of
+    v / 65535), where PIL's own conversion clipped every value above 255 to white."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 65536, (RES, RES), dtype=np.uint16)
+    buf = __import__("io").BytesIO()
+    Image.fromarray(wide).save(buf, "PNG")  # mode I;16
+    req = parse(*raw(buf.getvalue(), size="input"))
+    expected = np.round(wide / 257.0)
+    assert np.array_equal(req.image, np.repeat(expected[..., None], 3, axis=2).astype(np.uint8))
+    assert np.abs(req.image[..., 0] / 255.0 - wide / 65535.0).max() <= 0.5 / 255 + 1e-9
+    mask = parse({"image": encode_image(landscape()), "mask": buf.getvalue(), "size": "input"})  # masks too
+    assert np.allclose(mask.mask[0], expected / 255.0)
+
+
+def test_json_is_parsed_strictly() -> None:
+    image = base64.b64encode(encode_image(landscape())).decode()
+    ctype = {"body": {"content-type": "application/json"}}
+    cases = [
+        ('{"image": "%s", "seed": 1, "seed": 2}' % image, "JSON field 'seed' appears more than once"),
+        ('{"image": "%s", "seed": %s}' % (image, "9" * 5000), "seed must be in 0..9223372036854775807, got a 5000-digit"),
+        ('{"image": "%s", "frames": -%s}' % (image, "1" * 4400), "frames must be in 2..128, got a 4400-digit number"),
+        ('{"image": "%s", "fps": 1e999}' % image, "fps must be in"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ]
+    for body, needle in cases:
+        err = refused({"body": bytearray(body.encode())}, ctype)
+        assert err.status == 400 and needle in err.message and len(err.message) < 200, err.message
+    assert parse({"body": bytearray(('{"image": "%s", "seed": 123}' % image).encode())}, ctype).seed == 123
+
+
+def test_names_sent_twice_are_refused() -> None:
+    from serve.protocol import DUPLICATES_KEY
+
+    fields = {"image": bytearray(encode_image(landscape())), "seed": b"2"}
+    err = refused(fields, {DUPLICATES_KEY: [("form field", "seed")]})
+    assert err.status == 400 and err.message == "form field 'seed' appears more than once"
+    data, headers = raw(encode_image(landscape()), Seed=1)
+    err = refused(data, {**headers, "x-vsyn-seed": "2"})  # the same header in another case: TorchServe keeps both
+    assert err.status == 400 and "appears more than once" in err.message
+
+
+def test_cost_cap_is_checked_before_decoding(monkeypatch) -> None:
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda *_a, **_k: (_ for _ in ()).throw(AssertionError("decoded")))
+    err = refused(*raw(encode_image(landscape(128, 32)), frames=20, size="input"), max_video_pixels=128 * 32 * 19)
+    assert err.status == 422 and err.message.startswith("the video would be 128x32 x 20 frames = 81920 pixels")
+    assert json.loads(err.body())["type"] == "UnprocessableContent"

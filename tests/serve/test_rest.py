@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import requests
 
-from serve_helpers import FRAMES, RES, assert_video, encode_image, landscape, post
+from serve_helpers import FRAMES, RES, assert_video, encode_image, grpc_predict, landscape, post
 
 pytestmark = pytest.mark.service
 
@@ -93,6 +94,7 @@ HOSTILE = [
     ("not an image", "raw", b"this is not an image", {}, 415, "not a PNG, JPEG or WebP"),
     ("zero bytes", "raw", b"", {}, 400, "empty"),
     ("truncated png", "raw", _half(encode_image(landscape(64, 64))), {}, 400, "truncated or corrupt"),
+    ("png cut at 40 bytes", "raw", encode_image(landscape(64, 64))[:40], {}, 400, "truncated or corrupt PNG"),
     ("truncated jpeg", "raw", _half(encode_image(landscape(64, 64), "JPEG")), {}, 400, "truncated or corrupt"),
     ("bomb 100k x 100k", "raw", _png_header_only(100_000, 100_000), {}, 413, "limit"),
     ("bomb 6000 x 6000", "json", _png_header_only(6000, 6000), {}, 413, "limit"),
@@ -167,3 +169,87 @@ def test_concurrent_requests_are_batched(served) -> None:
         assert_video(resp, job["format"], job["frames"], (RES, RES))
         assert resp.headers["X-Vsyn-Seed"] == str(job["seed"])
     assert max(int(r.headers["X-Vsyn-Batch-Size"]) for r in responses) > 1
+
+
+def test_json_number_too_long_for_python_is_refused_by_name(served) -> None:
+    """A 5000-digit seed: Python's int conversion limit (4300 digits) used to surface as a 500."""
+    settings, client = served
+    url = f"{settings.url()}/predictions/vsyn"
+    image = base64.b64encode(encode_image(landscape())).decode()
+    for field in ("seed", "frames"):
+        body = f'{{"image": "{image}", "{field}": {"7" * 5000}}}'
+        resp = requests.post(url, data=body, headers={**client.auth(), "Content-Type": "application/json"}, timeout=60)
+        assert_rejected(resp, 400, f"{field} must be in")
+        assert "5000-digit number" in resp.json()["message"] and len(resp.text) < 300  # not echoed back
+    resp = requests.post(url, data=encode_image(landscape()), timeout=60,
+                         headers={**client.auth(), "Content-Type": "image/png", "X-Vsyn-Seed": "9" * 5000})
+    assert_rejected(resp, 400, "seed must be in")
+
+
+def test_repeated_fields_are_refused_by_name(served) -> None:
+    """TorchServe keeps the last of two equal form fields or JSON keys; the handler refuses them and names them."""
+    settings, client = served
+    url = f"{settings.url()}/predictions/vsyn"
+    image = encode_image(landscape())
+    fields = [("image", ("a.png", image, "image/png")), ("seed", (None, "1")), ("seed", (None, "2"))]
+    assert_rejected(requests.post(url, files=fields, headers=client.auth(), timeout=60), 400,
+                    "form field 'seed' appears more than once")  # fmt: skip
+    two_images = [("image", ("a.png", image, "image/png")), ("image", ("b.png", image, "image/png"))]
+    assert_rejected(requests.post(url, files=two_images, headers=client.auth(), timeout=60), 400,
+                    "form field 'image' appears more than once")  # fmt: skip
+    body = '{"image": "%s", "frames": 3, "frames": 4}' % base64.b64encode(image).decode()
+    resp = requests.post(url, data=body, headers={**client.auth(), "Content-Type": "application/json"}, timeout=60)
+    assert_rejected(resp, 400, "JSON field 'frames' appears more than once")
+    assert post(client, "multipart", image, frames=3).status_code == 200  # each field once: served
+
+
+def _png16(gray: np.ndarray) -> bytes:
+    """A 16-bit grayscale PNG (PIL opens it as mode I;16)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = gray.shape
+    raw = b"".join(b"\0" + gray[y].astype(">u2").tobytes() for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(served) -> None:
+    """v / 257 per pixel (65535 -> 255): frame 0 is the 8-bit image, not the near-white clip of every v > 255."""
+    _, client = served
+    source = landscape().astype(np.float64).mean(axis=2)  # 8-bit grey levels ...
+    wide = np.round(source * 257).astype(np.uint16)  # ... stored in 16 bits
+    resp = post(client, "raw", _png16(wide), seed=4, format="webm")
+    video = assert_video(resp, "webm", FRAMES, (RES, RES)).astype(np.float64)
+    expected = np.round(wide / 257.0)
+    assert np.abs(video[0].mean(axis=2) - expected).mean() < TOLERANCE["webm"]
+    assert video[0].mean() < 200  # clipping made it ~255
+
+
+def test_cost_cap_refuses_before_decoding(served) -> None:
+    """The shared .mar caps a request at 32 x 32 x 64 output pixels: one frame more is 422 with the sums, and the
+    5000 x 5000 x 128-frame webm request is refused from the image header alone (no pixel data follows it)."""
+    _, client = served
+    image = encode_image(landscape())
+    assert_rejected(post(client, "raw", image, frames=65), 422, "32x32 x 65 frames = 66560 pixels; the limit is 65536")
+    wide = encode_image(landscape(128, 32))  # 4:1 with size=input: 128x32 per frame
+    assert_rejected(post(client, "json", wide, frames=17, size="input"), 422, "or size=native")
+    assert post(client, "raw", wide, frames=16, size="input").status_code == 200  # exactly the cap
+    header_only = _png_header_only(5000, 5000)
+    resp = post(client, "raw", header_only, frames=128, format="webm", size="input")
+    assert_rejected(resp, 422, "32x32 x 128 frames")
+
+
+def test_grpc_is_refused_unless_asked_for(served) -> None:
+    """TorchServe 0.12 always opens its gRPC listeners (127.0.0.1 here); without --grpc every call is refused with
+    a gRPC error code, not status OK with a JSON refusal as its prediction."""
+    import grpc
+
+    settings, client = served
+    inputs = {"image": encode_image(landscape()), "frames": b"3"}
+    code, details = grpc_predict(settings.grpc_inference_port, client.key(), inputs)
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "gRPC is off" in details
+    assert post(client, "raw", encode_image(landscape()), frames=3).status_code == 200

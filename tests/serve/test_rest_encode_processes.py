@@ -16,13 +16,15 @@ from serve.client import VsynClient
 pytestmark = pytest.mark.service
 
 
-def _spawned_pids() -> set[int]:
-    """Processes started by multiprocessing's spawn (the encode pools' children among them)."""
-    pids = set()
+def _spawned_pids(run_dir: Path) -> set[int]:
+    """Processes started by multiprocessing's spawn from this server (its run dir in their environment): the encode
+    pools' children. Other spawned processes on a shared machine are not ours to count."""
+    pids, marker = set(), str(run_dir).encode()
     for proc in Path("/proc").iterdir():
         try:
             if proc.name.isdigit() and b"spawn_main" in (proc / "cmdline").read_bytes():
-                pids.add(int(proc.name))
+                if marker in (proc / "environ").read_bytes():
+                    pids.add(int(proc.name))
         except OSError:
             continue
     return pids
@@ -35,12 +37,12 @@ def test_encode_processes_serve_and_end_with_the_server(checkpoint, tmp_path) ->
     store = tmp_path / "store"
     export(checkpoint, store, options=ServingOptions(batch_size=4, max_batch_delay_ms=200, device="cpu",
                                                      encode_processes=2))  # fmt: skip
-    before = _spawned_pids()
     settings = server_settings(store, tmp_path / "run")
+    before = _spawned_pids(settings.run_dir)
     try:
         server.start(settings, wait_s=120)
         client = VsynClient(settings)
-        assert len(_spawned_pids() - before) >= 2  # the worker's pool was started at initialize
+        assert len(_spawned_pids(settings.run_dir) - before) >= 2  # the worker's pool was started at initialize
         image = encode_image(landscape())
         with ThreadPoolExecutor(4) as pool:  # four at once: one batch, encoded over both processes
             responses = list(pool.map(lambda s: post(client, "raw", image, seed=s, format="mp4"), [5, 5, 6, 7]))
@@ -51,6 +53,6 @@ def test_encode_processes_serve_and_end_with_the_server(checkpoint, tmp_path) ->
     finally:
         server.stop(settings)
     deadline = time.monotonic() + 15
-    while _spawned_pids() - before and time.monotonic() < deadline:
+    while _spawned_pids(settings.run_dir) - before and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _spawned_pids() - before, "encode processes outlived the server"
+    assert not _spawned_pids(settings.run_dir) - before, "encode processes outlived the server"

@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
-from trainkit import TINY, read_losses
+from trainkit import TINY, read_losses, read_times
 from vsyn.config import load_config
 from vsyn.train import EXIT_DONE, run
 from vsyn.train.randomness import StepRandom
+from vsyn.train.timers import PHASES
 
 
 # The subprocess tests run with OMP_NUM_THREADS=1; these in-process ones match them (tests/conftest.py: one_thread).
@@ -44,6 +45,17 @@ def test_gan_smoke_20_steps_without_nan(tmp_path, shards, kind):
     assert (run_dir / "samples" / "step-000000020.gif").is_file()
     assert (run_dir / "checkpoints" / "ckpt-000000020" / "COMPLETE").is_file()
     assert list((run_dir / "logs").rglob("events.out.tfevents.*"))  # TensorBoard through Accelerate
+    # the wall-time breakdown: each logging interval's shares partition its wall time; the whole run in timing.json
+    times = read_times(run_dir)
+    assert sorted(times) == list(range(20))  # log_every=1: every step ends an interval
+    for rec in times.values():
+        shares = [v for k, v in rec.items() if k.removeprefix("time/") in PHASES]
+        assert len(shares) == len(PHASES) and sum(shares) == pytest.approx(1, abs=1e-5)
+        assert rec["time/wall_s"] > 0 and rec["time/clips_per_s"] == pytest.approx(4 / rec["time/wall_s"], rel=1e-4)
+    whole = json.loads((run_dir / "logs" / "timing.json").read_text())
+    assert whole["steps"] == 20 and whole["clips"] == 80
+    assert whole["seconds"]["step"] > 0 and whole["seconds"]["checkpoint"] > 0 and whole["seconds"]["samples"] > 0
+    assert whole["wall_s"] >= sum(r["time/wall_s"] for r in times.values()) * (1 - 1e-4)
 
 
 @pytest.mark.parametrize("kind", ["wgan-gp", "logistic"])

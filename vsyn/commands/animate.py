@@ -39,8 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-side", type=int, default=1920, help="cap on the long side in px")
     p.add_argument("--loop", action="store_true", help="a seamless loop: the last frame flows into the first "
                    "(motion head)")
-    p.add_argument("--mask", default=None, help="optional grey PNG/JPEG/WebP of the image's size (as the server "
-                   "requires): white = may move, black = stays the input bit for bit")
+    p.add_argument("--mask", default=None, help="optional grey PNG/JPEG/WebP of the image's size: white = may move, "
+                   "black = stays the input bit for bit")
+    p.add_argument("--sheet", default=None, help="also write a contact sheet PNG here: the first, middle and last "
+                   "frames and 4x |last - first| (black where nothing moved)")
     p.add_argument("--raw-weights", action="store_true", help="use the raw generator instead of its EMA")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.set_defaults(func=run)
@@ -65,21 +67,34 @@ def run(args: argparse.Namespace) -> int:
     size = args.size or ("input" if is_motion_model(generator) else "model")
     (h, w), chunks = animate_photo(generator, photo, num_frames=args.frames, seed=args.seed, size=size,
                                    max_side=args.max_side, loop=args.loop, mask=mask)
-    counted = _Counter(chunks)
+    total = args.frames or generator.frames
+    counted = _Counter(chunks, keep={0, total // 2, total - 1} if args.sheet else set())
     data = encode_chunks(counted, fps=args.fps, fmt=fmt)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(data)
     print(f"wrote {output} ({counted.frames} frames, {w}x{h}, {fmt}{', loop' if args.loop else ''})")
+    if args.sheet:
+        from PIL import Image
+
+        from vsyn.video import contact_sheet
+
+        Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(contact_sheet(counted.kept)).save(args.sheet)
+        print(f"wrote {args.sheet} (frames {', '.join(map(str, sorted(counted.kept)))} and 4x |last - first|)")
     return 0
 
 
 class _Counter:
-    """Counts the frames of the chunks passing through to the encoder."""
+    """Counts the frames of the chunks passing through to the encoder, and keeps copies of the frames in `keep`."""
 
-    def __init__(self, chunks) -> None:
-        self.chunks, self.frames = chunks, 0
+    def __init__(self, chunks, keep: set[int] = frozenset()) -> None:
+        self.chunks, self.frames, self.keep = chunks, 0, keep
+        self.kept: dict = {}
 
     def __iter__(self):
         for chunk in self.chunks:
+            for i in range(len(chunk)):
+                if self.frames + i in self.keep:
+                    self.kept[self.frames + i] = chunk[i].copy()
             self.frames += len(chunk)
             yield chunk

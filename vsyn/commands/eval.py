@@ -73,10 +73,10 @@ def _init_distributed(device: str) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from vsyn.data.probe import clip_size, fit_note
     from vsyn.metrics import EvalSettings, METRICS, eval_data, evaluate, make_eval_loader, parse_metrics
     from vsyn.metrics.evaluate import DEFAULT_FRAMES, build_protocols, clip_frames, required_frames
     from vsyn.metrics.motion import TrueClip
+    from vsyn.data.probe import clip_size, fit_note
     from vsyn.metrics.utils import copy_first_frame, rank_world
 
     names = parse_metrics(args.metrics)

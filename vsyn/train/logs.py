@@ -34,6 +34,11 @@ class ScalarLog:
     def add(self, step: int, nimg: int, stats: dict[str, torch.Tensor | float]) -> None:
         self.rows.append((step, nimg / 1000, {k: torch.as_tensor(v) for k, v in stats.items()}))
 
+    def annotate_last(self, values: dict[str, float]) -> None:
+        """Add scalars to the newest step's record (the loop's time breakdown of the interval it ends)."""
+        if self.rows:
+            self.rows[-1][2].update({k: torch.as_tensor(v) for k, v in values.items()})
+
     def truncate_after(self, step: int) -> None:
         """Drop records a killed run wrote past the checkpoint we resume from, so each step appears once."""
         if self.path and self.path.is_file():
@@ -116,7 +121,7 @@ class Progress:
         self.bar.set_postfix({**postfix, **(extra or {})}, refresh=False)
         self.bar.refresh()
 
-    def tick(self, kimg: float, step: int, skipped: int) -> str:
+    def tick(self, kimg: float, step: int, skipped: int, extra: str = "") -> str:
         now = time.perf_counter()
         dk = kimg - self.tick_kimg
         sec_per_kimg = (now - self.tick_t) / dk if dk > 0 else float("nan")
@@ -127,6 +132,7 @@ class Progress:
             f"ETA {eta / 60:7.1f} min  " + (f"gpu_mem {mem:6.2f} GiB  " if mem is not None else "") +
             f"skipped {skipped}"
         ) if dk > 0 else f"kimg {kimg:9.3f}  step {step:8d}"
+        line += f"  {extra}" if extra else ""
         self.tick_t, self.tick_kimg = now, kimg
         if self.bar:
             self._show(kimg)
