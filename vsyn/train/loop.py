@@ -148,9 +148,9 @@ def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
         raise VsynError("data.reading=per_rank reads data.train on each rank; it cannot take a custom reader")
     data_note = None
     if factory is None:
-        if not cfg.data.train:
-            raise VsynError("data.train is empty: pack shards first (vsyn shards pack ...) and set data.train=DIR")
-        data_note = fit_note(clip_size(cfg.data.train), cfg.model.resolution, cfg.data.random_crop)
+        data_note = fit_note(clip_size(cfg.data.train), cfg.model.resolution, cfg.data.random_crop) \
+            if cfg.data.train else None
+        factory = loader_factory(cfg)
     run_dir = cfg.run_dir
     if cfg.eval.metrics:
         snapshot_data(cfg)  # a missing held-out split fails now, not at the first snapshot
@@ -163,9 +163,6 @@ def run(cfg: Config, *, factory: LoaderFactory | None = None) -> int:
                 log.info("changed since the checkpoint: %s", change)
             if data_note:
                 log.info(data_note)
-        factory = factory or loader_factory(cfg)
-        if cfg.eval.metrics:
-            snapshot_data(cfg)  # a missing held-out split fails now, not at the first snapshot
         rt, ema = setup(cfg, log_dir=run_dir / "logs")
         try:
             return _train(cfg, rt, ema, factory, run_dir / "checkpoints")
