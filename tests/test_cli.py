@@ -45,7 +45,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     save_snapshot(tmp_path / "run" / "checkpoints" / "ckpt-000000001", gen, gen, cfg, step=1, kimg=0.008)
     (tmp_path / "run" / "checkpoints" / "ckpt-000000001" / COMPLETE_MARKER).touch()
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-slurm.conf"))  # no cluster answers, even one installed
+    # A machine without SLURM: only this Python's folder on PATH, so no row can reach a cluster, even where one is
+    # installed (a launch row must never submit)
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
     return tmp_path
 
 
@@ -82,7 +84,7 @@ BAD_INVOCATIONS = [
     (["jobs", "status", "12345"], "job 12345 is unknown"),
     (["jobs", "status", "photo.jpg"], "neither a run directory nor a job id"),
     (["launch", "tiny-cpu", "--profile", "nope"], "no profile 'nope'"),
-    (["launch", "tiny-cpu", "--profile", "local", "data.train=x"], "SLURM"),  # no cluster: nothing written
+    (["launch", "tiny-cpu", "--profile", "local", "data.train=x"], "no SLURM here"),  # no cluster: nothing written
     (["serve", "status", "--run-dir", "nope"], "no server.json"),
     (["serve", "stop", "--run-dir", "folder"], "no server.json"),
 ]

@@ -1,8 +1,8 @@
 """`vsyn animate` and the REST server accept the same images and masks, and make the same model input of them.
 
 Each case goes through both real paths -- the server's request parser (`serve.protocol.parse_request`, a multipart
-upload) and the CLI's file reader (`vsyn.inference.read_image_and_mask`) -- which must agree on accept or refuse,
-and on the exact pixels when they accept.
+upload) and the CLI's file reader (`vsyn.inference.read_photo_and_mask`, what `vsyn animate` reads) -- which must
+agree on accept or refuse, and, fitted to the model's square alike, on the exact pixels when they accept.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from PIL import Image
 
 from serve.protocol import Limits, RequestError, parse_request
 from vsyn.errors import VsynError
-from vsyn.inference import read_image_and_mask
+from vsyn.inference import fit_image, read_photo_and_mask
 
 RESOLUTION = 16
 _y, _x = np.mgrid[0:30, 0:40]
@@ -76,9 +76,13 @@ def _cli(tmp_path: Path, image: bytes, mask: bytes | None):
     if mask is not None:
         (tmp_path / "mask").write_bytes(mask)
     try:
-        return read_image_and_mask(tmp_path / "image", tmp_path / "mask" if mask is not None else None, RESOLUTION)
+        photo, grey = read_photo_and_mask(tmp_path / "image", tmp_path / "mask" if mask is not None else None)
     except VsynError as exc:
         return "refused", str(exc)
+    # the server's model input for a pixel-head model: both fitted to the square (short side, centre crop)
+    fitted_mask = None if grey is None else \
+        fit_image(np.round(grey * 255).astype(np.uint8), RESOLUTION).astype(np.float32)[None] / 255.0
+    return fit_image(photo, RESOLUTION), fitted_mask
 
 
 def refused(result) -> bool:

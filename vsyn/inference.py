@@ -59,21 +59,20 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.asarray(read_image_file(path).convert("RGB"), dtype=np.uint8)
 
 
-def read_image_and_mask(image_path: str | Path, mask_path: str | Path | None, resolution: int
-                        ) -> tuple[np.ndarray, np.ndarray | None]:
-    """What the server makes of an image and an optional mask upload, from files: uint8 (R, R, 3) and float32
-    (1, R, R) in [0, 1] (the mask's grey levels, white = may move), both fitted alike (short side, centre crop)."""
+def read_photo_and_mask(image_path: str | Path, mask_path: str | Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image and an optional mask file, read by the server's rules for uploads: uint8 (H, W, 3) and float32
+    (H, W) in [0, 1] (the mask's grey levels, white = may move). The mask must have the image's size, as the
+    server requires, so the same files work (or fail) the same way in `vsyn animate` and over REST."""
     image = read_image_file(image_path)
-    fitted = fit_image(np.asarray(image.convert("RGB"), dtype=np.uint8), resolution)
+    photo = np.asarray(image.convert("RGB"), dtype=np.uint8)
     if mask_path is None:
-        return fitted, None
+        return photo, None
     mask = read_image_file(mask_path, what="mask")
     try:
         check_mask_size(mask, image)
     except ImageError as exc:
         raise VsynError(f"{exc} ('{mask_path}' vs '{image_path}')") from None
-    grey = fit_image(np.asarray(mask.convert("L"), dtype=np.uint8), resolution)
-    return fitted, grey.astype(np.float32)[None] / 255.0
+    return photo, np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
 
 
 def fit_image(image: np.ndarray, resolution: int) -> np.ndarray:

@@ -32,11 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output video path")
     p.add_argument("--frames", type=int, default=None, help="frames incl. the input (default: the training length)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent noise: picks one of the possible futures")
-    p.add_argument("--fps", type=float, default=25.0, help="frames per second of the video (default 25)")
+    p.add_argument("--fps", type=float, default=25.0, help="frames per second of the video")
     p.add_argument("--format", choices=sorted(FORMATS), default=None, help="default: from the output suffix")
     p.add_argument("--size", type=_size, default=None, help="'input' (the image's own size; motion head default), "
                    "'model' (the model's square; pixel head default) or the long side in px")
-    p.add_argument("--max-side", type=int, default=1920, help="cap on the long side in px (default 1920)")
+    p.add_argument("--max-side", type=int, default=1920, help="cap on the long side in px")
     p.add_argument("--loop", action="store_true", help="a seamless loop: the last frame flows into the first "
                    "(motion head)")
     p.add_argument("--mask", default=None, help="optional grey PNG/JPEG/WebP of the image's size: white = may move, "

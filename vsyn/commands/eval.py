@@ -104,7 +104,7 @@ def handler(args: argparse.Namespace) -> int:
         out = Path(args.out or (ckpt.parent if ckpt.suffix == ".safetensors" else ckpt) / "eval")
 
     if resolution is not None:  # readable data, and how its clips meet the model: before any detector loads
-        note = fit_note(clip_size(args.data), resolution, random_crop=False,
+        note = fit_note(clip_size(data), resolution, random_crop=False,
                         key="--resolution" if args.resolution else "model.resolution")
         if note and rank_world()[0] == 0:
             log.info(note)

@@ -207,9 +207,9 @@ def done_line(nimg: int, step: int, best: dict[str, Any] | None, checkpoint: Pat
     """The last line of a finished run."""
     if best:
         best_text = f"best {best['metric']} {best['value']:.4g} at step {best['step']} (checkpoints/best-{best['metric']})"
-    elif cfg.eval.best_metric:
-        best_text = f"best {cfg.eval.best_metric}: not measured yet"
+    elif cfg.eval.metrics:
+        best_text = f"best: none yet (snapshot metrics: {cfg.eval.metrics})"
     else:
-        best_text = "best: none tracked (set eval.metrics and eval.best_metric)"
+        best_text = "best: none tracked (set eval.metrics to measure snapshots)"
     where = f"; newest checkpoint {checkpoint}" if checkpoint is not None else ""
     return f"done: {nimg / 1000:.3f} kimg, step {step}, {best_text}{where}"
