@@ -6,21 +6,21 @@
 #                               # GPU 2); single-GPU step benchmarks on GPUs 0 and 1
 #   bash bench/gpu_suite.sh s   # one GPU: penalty precision vs float64, then the critic-step levers (penalty under
 #                               # autocast, channels_last_3d, regional compile) row by row, with one profile each
-#   bash bench/gpu_suite.sh g   # 4-GPU host, third session: the CUDA-graph tests, then eager vs graphed steps
+#   bash bench/gpu_suite.sh g   # 4-GPU host: the CUDA-graph tests, then eager vs graphed steps
 #                               # (64 px on GPU 0, 128 px on GPU 1, 128 px compiled on GPU 2), all at once
 #   bash bench/gpu_suite.sh w   # 1/2/4-GPU weak scaling, DDP and ZeRO-2 (nothing else on the host)
 #   bash bench/gpu_suite.sh n   # one H100, what is still unmeasured there: GPU tests, graphed 64/128 px steps,
 #                               # multi-worker serving (one after another, nothing else on the host)
-#   bash bench/gpu_suite.sh m   # one H100, fourth session: 128 px profiles, 64 px rows, serving, GPU tests
+#   bash bench/gpu_suite.sh m   # one H100: 128 px profiles, 64 px rows, serving, GPU tests
 #   bash bench/gpu_suite.sh q   # 4-GPU host, one job a GPU: generator breakdown, 128/64 px rows, 128 px profile, tests
 #   bash bench/gpu_suite.sh y   # 4-GPU host: 128 px weak scaling 1/2/4 GPUs, DDP channels_last and ZeRO-2 NCHW
 #   bash bench/gpu_suite.sh f   # one H100: fused-generator A/B and layouts, serving nchw vs channels_last, 128 px row
 #   bash bench/gpu_suite.sh e   # one H100: serving, encodes in processes vs threads, batch 8/16/32
 #   bash bench/gpu_suite.sh z   # 4-GPU host: weak scaling, DDP channels_last and ZeRO-2 NCHW (ZeRO refuses cl)
-#   bash bench/gpu_suite.sh p   # one H100, not yet run (no device time left): serving with generate_chunk against
+#   bash bench/gpu_suite.sh p   # one H100, not yet run: serving with generate_chunk against
 #                               # the best split so far, then the RGB conv as time-to-channels conv2d (conv3d.py)
 #   bash bench/gpu_suite.sh x   # any other letter: only the set-up (carried wheels into /tmp/site), then run a bench
-#                               # script by hand with PYTHONPATH=/tmp/site:$PWD (the fifth session's calls; each
+#                               # script by hand with PYTHONPATH=/tmp/site:$PWD (the 2026-11-27 08:28-09:30 calls; each
 #                               # command is in its bench/RESULTS.md block)
 #   bash bench/gpu_suite.sh t [CONFIG]  # one GPU, 64 px (bair64, or motion64): the trainer end to end (4096
 #                               # procedural clips, 6 workers, snapshots every 4 kimg, samples every 16) beside
@@ -190,7 +190,7 @@ if [ "$phase" = n ]; then
     --cycles 8 --warmup 3 2>&1 | grep -E "^\||rror"; keep
 fi
 
-if [ "$phase" = m ]; then  # one H100, fourth session: profile 128 px (eager and graphed), 64 px rows, serving, GPU tests
+if [ "$phase" = m ]; then  # one H100: profile 128 px (eager and graphed), 64 px rows, serving, GPU tests
   t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-530}))
   left() { echo $((deadline - $(date +%s))); }
   keep() { cp bench/RESULTS.md "$OUT"/; }
@@ -241,7 +241,7 @@ if [ "$phase" = y ]; then  # 4-GPU host: 128 px weak scaling (GPU-bound: the con
     done
   done
 fi
-if [ "$phase" = f ]; then  # one H100, fourth session's last window: fused generator A/B, serving both layouts, 128 px
+if [ "$phase" = f ]; then  # one H100: fused generator A/B, serving both layouts, 128 px
   t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-380}))
   left() { echo $((deadline - $(date +%s))); }
   keep() { cp bench/RESULTS.md "$OUT"/; }
@@ -382,7 +382,7 @@ PY
   ls -la "$OUT"
 fi
 
-if [ "$phase" = c ]; then  # the short form of b used when device time ran low: 2-GPU scaling, then collect
+if [ "$phase" = c ]; then  # the short form of b for a short GPU window: 2-GPU scaling, then collect
   export CUDA_VISIBLE_DEVICES=0,1
   for dist in ddp deepspeed; do
     python3 bench/train.py --configs bair64 --precision bf16 --mode eager --cycles 15 --warmup 3 \

@@ -85,7 +85,7 @@ def model_store(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="session")
 def served(model_store: Path, nginx: str, tmp_path_factory: pytest.TempPathFactory):
-    """(settings, client) of a running, READY server behind the nginx front, shared by the session's tests."""
+    """(settings, client) of a running, READY server behind the nginx front, shared by every test of the pytest run."""
     from serve import server
 
     requires_java()
