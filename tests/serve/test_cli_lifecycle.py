@@ -81,6 +81,19 @@ def servers(checkpoint, nginx, tmp_path_factory):
                 server.stop(ServerSettings.load(run), drain_s=5)
 
 
+def _log_pumps(log_dir: Path) -> list[int]:
+    """Live `serve.logpump` processes writing into `log_dir`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if proc.name.isdigit() and b"serve.logpump" in cmd and str(log_dir).encode() in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
 def status(run: Path, cwd) -> tuple[int, dict]:
     out = vsyn("serve", "status", "--run-dir", str(run), cwd=cwd, timeout=60)
     return out.returncode, json.loads(out.stdout)
@@ -143,7 +156,9 @@ def test_keys_outlive_their_expiry(servers) -> None:
     client = VsynClient(main)
     image = encode_image(landscape())
     seen, statuses = set(), []
-    while datetime.now(timezone.utc) < expiry or (datetime.now(timezone.utc) - expiry).total_seconds() < 3:
+    give_up = time.monotonic() + 150  # renewals come every ~30-40 s with one-minute keys
+    # Until past the first keys' expiry and a renewal seen while requests flowed (a slow start may be past both).
+    while ((datetime.now(timezone.utc) - expiry).total_seconds() < 3 or len(seen) < 2) and time.monotonic() < give_up:
         seen.add(client.key())
         resp = client.predict(image, content_type="image/png", frames=3, seed=len(statuses))
         statuses.append(resp.status_code)
@@ -204,6 +219,9 @@ def test_stop_drains_requests_in_flight(servers) -> None:
     send = lambda seed: client.predict(image, content_type="image/png", frames=24, seed=seed)  # noqa: E731
     pgid = int((settings.run_dir / "torchserve.pid").read_text())
     front_pid = int((settings.front_dir / "nginx.pid").read_text())
+    keeper = int(settings.keeper_pid_file.read_text())
+    pumps = _log_pumps(settings.log_dir)
+    assert len(pumps) == 2  # console.log and front.log
     with ThreadPoolExecutor(3) as pool:
         flying = [pool.submit(send, seed) for seed in range(3)]
         time.sleep(0.3)  # all three sent; the first one generating, the others queued
@@ -226,7 +244,13 @@ def test_stop_drains_requests_in_flight(servers) -> None:
         assert_video(r, "mp4", 24, (RES, RES))
     for pid in (pgid, front_pid):
         with pytest.raises(ProcessLookupError):
-            os.killpg(pid, 0)  # the JVM, every worker, the keeper, nginx and the log pumps are gone
+            os.killpg(pid, 0)  # the JVM, every worker, nginx and its workers are gone
+    with pytest.raises(ProcessLookupError):
+        os.kill(keeper, 0)
+    deadline = time.monotonic() + 5
+    while _log_pumps(settings.log_dir) and time.monotonic() < deadline:  # they read the end of their pipes
+        time.sleep(0.1)
+    assert not _log_pumps(settings.log_dir)
     assert not (settings.run_dir / "key_file.json").exists()
     code, report = status(settings.run_dir, tmp)
     assert code == 1 and report["state"] == "down" and report["running"] is False
