@@ -4,7 +4,10 @@ against the original's approach (open a whole source mp4 per sample, decode a ra
 One reader process with no DataLoader workers is one core, so its rate is the per-core rate. The table goes to
 stdout and is appended (never overwritten) to bench/RESULTS.md with the machine, git commit and command.
 
-    .venv/bin/python bench/data.py [--clips 96] [--no-s3]
+    .venv/bin/python bench/data.py [--clips 96] [--no-s3] [--labels]
+
+--labels adds, per size, procedural samples as `vsyn shards pack procedural` writes them (npy frames plus the flow
+and mask labels) read with the labels and without them (make_loader(labels=False), as the trainer reads).
 """
 
 from __future__ import annotations
@@ -47,9 +50,9 @@ def _rate(read_clips, clips: int) -> tuple[float, float]:
     return clips / (time.process_time() - cpu), clips / (time.perf_counter() - wall)
 
 
-def reader_rate(url: str, clips: int) -> tuple[float, float]:
+def reader_rate(url: str, clips: int, labels: bool = True) -> tuple[float, float]:
     def read(n: int) -> None:
-        loader = make_loader(url, frames=FRAMES, batch_size=8, mode="eval", workers=0)
+        loader = make_loader(url, frames=FRAMES, batch_size=8, mode="eval", workers=0, labels=labels)
         seen = 0
         for batch in loader:
             seen += len(batch["__key__"])
@@ -59,14 +62,17 @@ def reader_rate(url: str, clips: int) -> tuple[float, float]:
     return _rate(read, clips)
 
 
-def pack_plain(out: Path, videos: list[np.ndarray], layout: str, per_shard: int = 32) -> float:
-    """Shards of video-only samples (no procedural flow/mask: real footage has none); returns kB per sample."""
+def pack_plain(out: Path, videos: list[np.ndarray], layout: str, per_shard: int = 32,
+               labels: list[dict] | None = None) -> float:
+    """Shards of video-only samples (no procedural flow/mask: real footage has none), or with `labels` (each clip's
+    flow and mask) the samples procedural packing writes; returns kB per sample."""
     out.mkdir(parents=True)
     infos, writer = [], None
     for i, video in enumerate(videos):
         if writer is None:
             writer = ShardWriter(out / f"train-{len(infos):06d}.tar", "train")
-        writer.add(f"clip{i:06d}", encode_sample(video, {"source": "bench", "fps": FPS}, layout))
+        extra = {"flow": labels[i]["flow"], "mask": labels[i]["mask"]} if labels else {}
+        writer.add(f"clip{i:06d}", encode_sample(video, {"source": "bench", "fps": FPS}, layout, **extra))
         if writer.num_samples == per_shard:
             infos.append(writer.close())
             writer = None
@@ -124,6 +130,8 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=96, help="clips timed per cell")
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--no-s3", action="store_true", help="skip the local S3 server rows")
+    parser.add_argument("--labels", action="store_true", help="add procedural samples with flow/mask, read with "
+                        "and without the labels")
     args = parser.parse_args()
 
     rows: list[tuple] = []  # layout, where, size, (clips per CPU-s, clips per wall-s), kB per clip
@@ -132,7 +140,13 @@ def main() -> int:
         sources = _source_videos(work / "sources", 4)
         packs = {}
         for size in args.sizes:
-            videos = [make_clip(i, size, FRAMES)["video"] for i in range(args.clips)]
+            made = [make_clip(i, size, FRAMES) for i in range(args.clips)]
+            videos = [m["video"] for m in made]
+            if args.labels:
+                kb = pack_plain(work / f"labelled{size}", videos, "npy", labels=made)
+                for read in (True, False):
+                    rows.append((f"npy + flow/mask, labels {'read' if read else 'skipped'}", "local disk", size,
+                                 reader_rate(str(work / f"labelled{size}"), args.clips, labels=read), kb))
             for layout in LAYOUTS:
                 out = work / f"{layout}{size}"
                 kb = pack_plain(out, videos, layout)
@@ -163,7 +177,8 @@ def main() -> int:
     header = (f"\n## bench/data.py — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
               f"- machine: {machine()}, PyAV {av.__version__}\n- commit: {commit()}\n"
               f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`\n"
-              "- one process, no loader workers = one core; procedural clips, video members + JSON only; the "
+              "- one process, no loader workers = one core; procedural clips, video members + JSON only (the "
+              "'npy + flow/mask' rows also hold the procedural labels); the "
               "original's row reads 10 s, 256x256, 25 fps sources with a keyframe every 2 s (kB = one source "
               f"file); load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine: "
               "wall rates are lower bounds, CPU-time rates are the per-core figures)\n\n")

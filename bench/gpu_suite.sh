@@ -22,12 +22,22 @@
 #   bash bench/gpu_suite.sh x   # any other letter: only the set-up (carried wheels into /tmp/site), then run a bench
 #                               # script by hand with PYTHONPATH=/tmp/site:$PWD (the fifth session's calls; each
 #                               # command is in its bench/RESULTS.md block)
+#   bash bench/gpu_suite.sh t [CONFIG]  # one GPU, 64 px (bair64, or motion64): the trainer end to end (4096
+#                               # procedural clips, 6 workers, snapshots every 4 kimg, samples every 16) beside
+#                               # bench/train.py's step, with the breakdown (about 6 min)
+#   bash bench/gpu_suite.sh u [CONFIG]  # one GPU, 128 px (sky128, or motion128): the same (1024 clips, snapshots
+#                               # every kimg); the warm-up lines (eager calls and capture per phase) printed after
+#   bash bench/gpu_suite.sh v   # one GPU, 128 px warm-up levers, one process each: train.cudnn_benchmark_limit=1,
+#                               # then train.cudnn_benchmark=false (compare warm-up and clips/s with phase u's row)
+#   bash bench/gpu_suite.sh r RUNTIME COUNTS   # one multi-GPU host: weak scaling end to end and step, RUNTIME ddp
+#                               # (channels_last) or deepspeed (ZeRO-2, NCHW), COUNTS e.g. 1,8 or 1,4; both data.reading
+#                               # modes at N > 1. ~7-8 min for COUNTS=1,N
 #   bash bench/gpu_suite.sh b   # 1/2/4-GPU weak scaling (DDP, ZeRO-2) once the runs end; motion benchmark;
 #                               # copy logs, loss curves and sample grids to $OUT
 #
 # On a box without the project's dependencies, carried wheels in .whl/ are installed to /tmp/site first.
 set -uo pipefail
-phase=${1:?phase a or b}
+phase=${1:?phase letter (see above)}
 W=${VSYN_GPU_WORK:-/root/vsyn-gpu}
 OUT=${OUT:-$W/out}
 TRAIN_SECONDS=${TRAIN_SECONDS:-905}
@@ -293,6 +303,47 @@ if [ "$phase" = w ]; then
       cp bench/RESULTS.md "$OUT"/
     done
   done
+fi
+
+if [ "$phase" = t ]; then  # one GPU: 64 px end to end vs step (about 6 min)
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  config=${2:-bair64}
+  timeout 580 python3 bench/train_e2e.py --config "$config" --precision bf16+penalty --layout cl --mode graphed \
+    --pack 4096 --workers 6 --kimg 24 --skip-kimg 4 --snapshot-kimg 4 --sample-kimg 16 --tick-kimg 4 \
+    --work "$W/e2e" --json "$OUT/e2e-$config.json" 2>&1 | grep -Ev "it/s|kimg/s|WARNING"
+  grep -h "warm-up\|eager 1" "$W"/e2e/step-*.log
+  grep -h "CUDA graph captured\|kimg .* time:" "$W"/e2e/train-*.log | tail -8
+  cp bench/RESULTS.md "$OUT"/
+fi
+if [ "$phase" = u ]; then  # one GPU: 128 px end to end vs step (about 9 min: ~3 min of warm-up in each process)
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  config=${2:-sky128}
+  timeout 590 python3 bench/train_e2e.py --config "$config" --precision bf16+penalty --layout cl --mode graphed \
+    --pack 1024 --workers 8 --kimg 3 --skip-kimg 0.5 --snapshot-kimg 1 --sample-kimg 2 --tick-kimg 0.5 \
+    --step-cycles 6 --step-warmup 3 --work "$W/e2e" --json "$OUT/e2e-$config.json" 2>&1 \
+    | grep -Ev "it/s|kimg/s|WARNING"
+  grep -h "warm-up\|eager 1" "$W"/e2e/step-*.log
+  grep -h "CUDA graph captured\|kimg .* time:" "$W"/e2e/train-*.log | tail -8
+  cp bench/RESULTS.md "$OUT"/
+fi
+if [ "$phase" = v ]; then  # one GPU: 128 px warm-up with fewer cuDNN algorithms timed, then without autotuning
+  t0=$(date +%s); deadline=$((t0 + ${SUITE_SECONDS:-580}))
+  left() { echo $((deadline - $(date +%s))); }
+  for set in train.cudnn_benchmark_limit=1 train.cudnn_benchmark=false; do
+    timeout "$(left)" python3 bench/train.py --configs sky128 --precision bf16+penalty --layout cl --mode graphed \
+      --cycles 6 --warmup 3 --set "$set" 2>&1 | grep -E "^\| sky|rror|warm-up|eager 1"
+    cp bench/RESULTS.md "$OUT"/
+  done
+fi
+if [ "$phase" = r ]; then  # one multi-GPU host: weak scaling of the trainer end to end and of the step
+  runtime=${2:-ddp}; counts=${3:-1,$(nvidia-smi -L | wc -l)}
+  layout=cl; [ "$runtime" = deepspeed ] && layout=nchw  # DeepSpeed needs contiguous (NCHW) weights
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  timeout 590 python3 bench/train_e2e.py --config bair64 --precision bf16 --layout "$layout" --mode eager \
+    --gpus "$counts" --distributed "$runtime" --reading global,per_rank --pack 8192 --shard-samples 128 --workers 6 \
+    --kimg 2.4 --skip-kimg 0.6 --snapshot-kimg 0.6 --sample-kimg 1.2 --tick-kimg 0.6 --step-cycles 15 --step-warmup 2 \
+    --work "$W/scale-$runtime" --json "$OUT/scale-$runtime-${counts//,/-}.json" 2>&1 | grep -Ev "it/s|kimg/s|WARNING"
+  cp bench/RESULTS.md "$OUT"/
 fi
 
 if [ "$phase" = b ]; then

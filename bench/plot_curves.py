@@ -1,20 +1,25 @@
-"""Loss curves from a run's `logs/stats.jsonl` as a dependency-free SVG (one panel per scalar).
+"""Curves from runs' `logs/stats.jsonl` against kimg, several runs in one PNG (one panel per scalar).
 
-    python bench/plot_curves.py RUN_OR_STATS.jsonl [more ...] -o curves.svg --keys D/loss,G/loss,D/wdist_temporal
+    python bench/plot_curves.py motion=runs/motion style2=runs/style2 dvdgan=runs/dvdgan -o curves.png
+    python bench/plot_curves.py runs/a runs/b -o losses.png --keys D/loss,G/loss --smooth 0.98
+    python bench/plot_curves.py runs/a -o curves.png --reference "copy frame 0=eval-copy-frame0/metrics.json"
 
-Each input is one line per run; values are smoothed with an exponential moving average (--smooth) so the trend
-of noisy GAN losses is readable; the x axis is kimg.
+--keys takes names or prefixes ending in '*' (default `metrics/*`: every snapshot metric the runs logged). Snapshot
+metrics are drawn as measured, point by point; per-step losses are smoothed with an exponential moving average
+(--smooth). --reference draws a `vsyn eval` result (metrics.json: copy-frame0, true-clip, ...) as a dashed line.
+Panel titles say the unit and which way is better (vsyn.metrics.METRICS).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
+import sys
 from pathlib import Path
 
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-W, H, PAD = 420, 220, 44
-MAX_POINTS = 400
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def read(path: Path) -> list[dict]:
@@ -31,54 +36,95 @@ def ema(values: list[float], smooth: float) -> list[float]:
     return out
 
 
-def panel(key: str, series: list[tuple[str, list[float], list[float]]], x0: int, y0: int, smooth: float) -> str:
-    ys = [v for _, _, vals in series for v in ema(vals, smooth)]
-    xs = [x for _, xv, _ in series for x in xv]
-    if not ys:
-        return ""
-    lo, hi = min(ys), max(ys)
-    hi = hi if hi > lo else lo + 1
-    xmax = max(xs) or 1
-
-    def pt(x: float, y: float) -> str:
-        return f"{x0 + PAD + (W - PAD - 10) * x / xmax:.1f},{y0 + H - PAD + -(H - PAD - 20) * (y - lo) / (hi - lo):.1f}"
-
-    parts = [f'<text x="{x0 + W / 2}" y="{y0 + 14}" text-anchor="middle" font-size="13">{key}</text>',
-             f'<rect x="{x0 + PAD}" y="{y0 + 20}" width="{W - PAD - 10}" height="{H - PAD - 20}" fill="none" stroke="#999"/>',
-             f'<text x="{x0 + PAD - 4}" y="{y0 + 26}" text-anchor="end" font-size="10">{hi:.3g}</text>',
-             f'<text x="{x0 + PAD - 4}" y="{y0 + H - PAD}" text-anchor="end" font-size="10">{lo:.3g}</text>',
-             f'<text x="{x0 + W - 10}" y="{y0 + H - PAD + 14}" text-anchor="end" font-size="10">{xmax:.3g} kimg</text>']
-    for i, (name, xv, vals) in enumerate(series):
-        colour = COLOURS[i % len(COLOURS)]
-        every = max(1, len(xv) // MAX_POINTS)  # the smoothed curve loses nothing visible at this density
-        smooth_line = " ".join(pt(x, y) for x, y in list(zip(xv, ema(vals, smooth)))[::every])
-        parts.append(f'<polyline points="{smooth_line}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
-        parts.append(f'<text x="{x0 + PAD + 6}" y="{y0 + 34 + 12 * i}" font-size="10" fill="{colour}">{name}</text>')
-    return "\n".join(parts)
+def labelled(item: str) -> tuple[str, str]:
+    """'NAME=PATH' -> (NAME, PATH); a bare path is named after itself."""
+    if "=" in item:
+        name, _, path = item.partition("=")
+        return name, path
+    return Path(item).name or item, item
 
 
-def main() -> int:
+def select_keys(patterns: list[str], runs: list[tuple[str, list[dict]]]) -> list[str]:
+    present: list[str] = []
+    for _, records in runs:
+        for r in records:
+            present += [k for k in r if k not in ("step", "kimg") and k not in present]
+    from vsyn.metrics import METRICS
+
+    order = {f"metrics/{name}": i for i, name in enumerate(METRICS)}  # the metrics in their documented order
+    keys: list[str] = []
+    for pattern in patterns:
+        matched = sorted((k for k in present if fnmatch.fnmatchcase(k, pattern)), key=lambda k: (order.get(k, 1e9), k))
+        keys += [k for k in matched if k not in keys]
+    return keys
+
+
+def title(key: str) -> str:
+    from vsyn.metrics import METRICS
+
+    info = METRICS.get(key.removeprefix("metrics/"))
+    if info is None:
+        return key
+    unit = f", {info.unit}" if info.unit else ""
+    return f"{key.removeprefix('metrics/')}{unit} ({info.better}{' is better' if info.better != 'reference' else ''})"
+
+
+def plot(runs: list[tuple[str, list[dict]]], keys: list[str], output: Path, smooth: float,
+         references: list[tuple[str, dict]], cols: int = 3) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, key in zip(axes.flat, keys):
+        for i, (name, records) in enumerate(runs):
+            points = [(r["kimg"], r[key]) for r in records if key in r]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            if key.startswith("metrics/"):
+                ax.plot(xs, ys, marker="o", markersize=3, color=colours[i % len(colours)], label=name)
+            else:
+                ax.plot(xs, ema(list(ys), smooth), color=colours[i % len(colours)], label=name)
+        for j, (name, metrics) in enumerate(references):
+            value = metrics.get(key.removeprefix("metrics/"))
+            if value is not None:
+                ax.axhline(value, linestyle="--", linewidth=1, color="0.3" if j == 0 else "0.6", label=name)
+        ax.set_title(title(key), fontsize=9)
+        ax.set_xlabel("kimg", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="run dirs or stats.jsonl files; NAME=PATH to label one")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--keys", default="D/loss,G/loss,D/wdist_spatial,D/wdist_temporal,D/gp_spatial,D/gp_temporal")
-    p.add_argument("--smooth", type=float, default=0.98)
-    args = p.parse_args()
-    runs = []
-    for item in args.inputs:
-        name, _, path = item.rpartition("=") if "=" in item else (Path(item).stem, "", item)
-        runs.append((name, read(Path(path))))
-    keys = args.keys.split(",")
-    cols = 2
-    rows = (len(keys) + cols - 1) // cols
-    body = []
-    for i, key in enumerate(keys):
-        series = [(name, [r["kimg"] for r in recs if key in r], [r[key] for r in recs if key in r]) for name, recs in runs]
-        body.append(panel(key, series, (i % cols) * W, (i // cols) * H, args.smooth))
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{cols * W}" height="{rows * H}" font-family="sans-serif">'
-           f'<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(body) + "\n</svg>\n")
-    Path(args.output).write_text(svg)
-    print(f"wrote {args.output}")
+    p.add_argument("-o", "--output", required=True, help="image file (.png; .svg and .pdf work too)")
+    p.add_argument("--keys", default="metrics/*", help="comma list of names or shell patterns (default metrics/*)")
+    p.add_argument("--smooth", type=float, default=0.98, help="EMA factor for per-step scalars (not for metrics)")
+    p.add_argument("--reference", action="append", default=[], metavar="NAME=metrics.json",
+                   help="a vsyn eval result drawn as a dashed line (repeatable)")
+    p.add_argument("--cols", type=int, default=3)
+    args = p.parse_args(argv)
+    runs = [(name, read(Path(path))) for name, path in map(labelled, args.inputs)]
+    references = [(name, json.loads(Path(path).read_text())["metrics"]) for name, path in map(labelled, args.reference)]
+    keys = select_keys([k.strip() for k in args.keys.split(",") if k.strip()], runs)
+    if not keys:
+        print(f"error: no logged scalar matches {args.keys!r}", file=sys.stderr)
+        return 2
+    out = plot(runs, keys, Path(args.output), args.smooth, references, args.cols)
+    print(f"wrote {out} ({len(keys)} panels, {len(runs)} runs)")
     return 0
 
 

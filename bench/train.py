@@ -14,6 +14,11 @@ backward), MFU is against a bf16 matmul peak measured on this device at start-up
   python bench/train.py                                   # sky128+bair64 x precisions x eager/compiled/graphed
   python bench/train.py --configs bair64 --precision bf16 --mode compiled --cycles 20
   python bench/train.py --configs tiny --cycles 2 --warmup 1 --no-record   # CPU
+  torchrun --nproc_per_node 4 bench/train.py --configs bair64 --batch 32 --shards DIR --reading global,per_rank
+
+Weak scaling: run under torchrun with --batch = per-GPU batch x processes (clips/s counts all processes).
+--reading per_rank: each process reads only its own clips (data.reading=per_rank) instead of the global batch.
+--set KEY=VALUE applies config overrides to every row (e.g. train.cudnn_benchmark_limit=1 to time the warm-up).
 
 The table is printed and appended with machine, commit and command to bench/RESULTS.md.
 """
@@ -21,7 +26,9 @@ The table is printed and appended with machine, commit and command to bench/RESU
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import json
 import itertools
 import os
 import shlex
@@ -49,8 +56,17 @@ from vsyn.train.steps import TrainSteps  # noqa: E402
 CONFIGS = {
     "sky128": ("sky128", []),
     "bair64": ("bair64", []),
+    "motion128": ("motion128", []),  # sky128's networks with the motion head
+    "motion64": ("motion64", []),  # bair64's networks with the motion head
     "tiny": ("tiny-cpu", ["model.ch_g=4", "model.ch_ds=4", "model.ch_dt=4", "train.batch=4", "model.frames=9"]),
 }
+
+
+def preset(name: str) -> tuple[str, list[str]]:
+    """(preset, overrides) of a --configs name: the table above, or any preset as it is (e.g. a motion-head one)."""
+    return CONFIGS.get(name, (name, []))
+
+
 # The original implementation on one H100 (issue 4): clips/s with one micro-batch of 8, no host copies.
 ANCHOR_CLIPS_PER_S = {"sky128": 11.05, "bair64": 35.5}
 
@@ -64,6 +80,7 @@ class Row:
     data: str
     gpus: int
     clips_per_s: float
+    warmup_s: float
     ms_g: float
     ms_d: float
     peak_gib: float
@@ -73,11 +90,13 @@ class Row:
     def cells(self) -> list[str]:
         anchor = ANCHOR_CLIPS_PER_S.get(self.config)
         return [self.config, self.precision, self.layout, self.mode, self.data, str(self.gpus), f"{self.clips_per_s:.2f}",
-                f"{self.clips_per_s / anchor:.2f}x" if anchor else "-", f"{self.ms_g:.1f}", f"{self.ms_d:.1f}",
+                f"{self.clips_per_s / anchor:.2f}x" if anchor else "-", f"{self.warmup_s:.1f}", f"{self.ms_g:.1f}",
+                f"{self.ms_d:.1f}",
                 f"{self.peak_gib:.2f}", f"{self.tflop_cycle:.3f}", f"{100 * self.mfu:.1f}"]
 
 
-HEADER = ["config", "precision", "layout", "mode", "data", "processes", "clips/s (all)", "vs original", "ms per G step", "ms per D step",
+HEADER = ["config", "precision", "layout", "mode", "data", "processes", "clips/s (all)", "vs original", "warm-up (s)",
+          "ms per G step", "ms per D step",
           "peak GPU memory (GiB)", "TFLOP per cycle", "MFU (%)"]
 
 
@@ -170,20 +189,21 @@ LAYOUTS = {"nchw": False, "cl": True}  # cl: the critics in channels_last (2D) a
 
 def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args: argparse.Namespace,
               peak: float) -> Row:
-    preset, overrides = CONFIGS[name]
+    preset_name, overrides = preset(name)
     train_precision, penalty_precision = PRECISIONS[precision]
     extra = [f"train.precision={train_precision}", f"loss.penalty_precision={penalty_precision}",
              f"train.compile={mode == 'compiled'}", f"train.cuda_graphs={mode == 'graphed'}",
              f"train.channels_last={LAYOUTS[layout]}",
-             f"train.distributed={args.distributed}"]
+             f"train.distributed={args.distributed}", *args.set]
     if args.batch:
         extra.append(f"train.batch={args.batch}")
-    shards = args.shards if data == "shards" else ""
-    if data == "shards" and not shards:
+    shards = args.shards if data.startswith("shards") else ""
+    if data.startswith("shards") and not shards:
         raise SystemExit("--data shards needs --shards DIR")
+    reading = "per_rank" if data == "shards/per-rank" else "global"
     if shards:
-        extra += [f"data.train={shards}", f"data.workers={args.workers}"]
-    cfg = load_config(preset, [*overrides, *extra])
+        extra += [f"data.train={shards}", f"data.workers={args.workers}", f"data.reading={reading}"]
+    cfg = load_config(preset_name, [*overrides, *extra])
     t, m = cfg.train, cfg.model
     rt, ema, loss = build(cfg)
     steps = TrainSteps(cfg, rt, loss)  # the loop's own steps: eager, or captured as CUDA graphs (mode graphed)
@@ -194,11 +214,10 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
         torch.cuda.reset_peak_memory_stats()
     gen = torch.Generator(device=device).manual_seed(rank)
     stream = None
-    if shards:
-        from vsyn.train.loop import loader_factory
-        from vsyn.train.stream import ClipStream
+    if shards:  # the trainer's own stream: the global batch sliced per rank, or each rank's own reader
+        from vsyn.train.loop import _clip_stream, loader_factory
 
-        stream = ClipStream(loader_factory(cfg), seed=0, block_steps=10**6, rank=rank, world=world)
+        stream = _clip_stream(cfg, loader_factory(cfg), rt)
         stream.seek(0)
 
     def batch() -> torch.Tensor:
@@ -234,9 +253,12 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
     for _ in range(args.warmup):
         cycle(timed=False)
     sync()
+    warmup_s = time.perf_counter() - t_warm
     if rank == 0:
-        print(f"{name} {precision} {layout} {mode}: {args.warmup} warm-up cycles in {time.perf_counter() - t_warm:.1f} s"
+        print(f"{name} {precision} {layout} {mode}: {args.warmup} warm-up cycles in {warmup_s:.1f} s"
               " (compilation included)", flush=True)
+        for phase, timings in steps.warmup_timings().items():  # graphed: where the warm-up went, per captured phase
+            print(f"  {phase}: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), flush=True)
     begin = time.perf_counter()
     for _ in range(args.cycles):
         cycle(timed=True)
@@ -264,7 +286,7 @@ def bench_one(name: str, precision: str, layout: str, mode: str, data: str, args
     gc.collect()  # the captured graphs (and their memory pools) go with their TrainSteps, which sits in cycles
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return Row(name, precision, layout, mode, data, world, clips_per_s, ms_g, ms_d, peak_gib,
+    return Row(name, precision, layout, mode, data, world, clips_per_s, warmup_s, ms_g, ms_d, peak_gib,
                flops / 1e12, flops / cycle_s / (peak * 1e12))
 
 
@@ -282,7 +304,7 @@ def markdown(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", default="sky128,bair64", help=f"comma list of {', '.join(CONFIGS)}")
+    p.add_argument("--configs", default="sky128,bair64", help=f"comma list of {', '.join(CONFIGS)} or other presets")
     p.add_argument("--precision", default="fp32,bf16,bf16+penalty",
                    help="comma list of fp32, bf16 (penalties in fp32), bf16+penalty (penalties under autocast too)")
     p.add_argument("--layout", default="nchw", help="comma list of nchw, cl (channels_last / channels_last_3d)")
@@ -297,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
                    "on-device); rows in one process share cuDNN's autotuning")
     p.add_argument("--shards", default="", help="stream clips from these shards (data pipeline included)")
     p.add_argument("--workers", type=int, default=8, help="reader workers with --shards")
+    p.add_argument("--reading", default="global", help="comma list of global, per_rank: how --shards rows read "
+                   "under several processes (data.reading)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every row (repeatable), e.g. train.cudnn_benchmark_limit=1")
+    p.add_argument("--json", default="", help="also write the rows as JSON to this file (rank 0)")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     args = p.parse_args(argv)
     # under torchrun every process benchmarks its own GPU; rank 0 reports (clips/s counts all processes)
@@ -310,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{machine()}; measured bf16 matmul peak {peak:.1f} TFLOP/s", flush=True)
     rows: list[Row] = []
     args.data = args.data or ("shards" if args.shards else "on-device")
+    readings = args.reading.split(",")
+    if not set(readings) <= {"global", "per_rank"}:
+        raise SystemExit(f"--reading takes global and/or per_rank, not {args.reading}")
+    args.data = ",".join(d if d != "shards" else ",".join("shards" if r == "global" else "shards/per-rank"
+                                                          for r in readings) for d in args.data.split(","))
     keys = ("configs", "precision", "layout", "mode", "data")
     for name, precision, layout, mode, data in itertools.product(*(getattr(args, k).split(",") for k in keys)):
         try:
@@ -330,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     if is_main:
         print(markdown(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
     return 0
 
 
@@ -342,7 +376,8 @@ def report_header(argv: list[str] | None, peak: float) -> str:
         f"- command: `{shlex.join(['python', 'bench/train.py', *(argv if argv is not None else sys.argv[1:])])}`",
         "- clips/s: real clips per second over a cycle of 2 critic steps + 1 generator step, a fresh batch each"
         " step; ms per step from CUDA events; MFU against the measured bf16 peak; 'vs original' divides by the "
-        "original implementation's H100 figure (issue 4).",
+        "original implementation's H100 figure (issue 4); warm-up: seconds of the untimed first cycles (cuDNN "
+        "autotuning, CUDA-graph capture, compilation).",
         "",
         markdown([]),
     ])

@@ -43,9 +43,9 @@ def register_launch(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-node", type=int, help="GPUs per node = tasks per node")
     p.add_argument("--tasks-per-node", type=int, help="tasks per node on CPU-only profiles")
     p.add_argument("--time", help="wall time per job, H:MM:SS or D-HH:MM:SS")
-    p.add_argument("--partition")
-    p.add_argument("--account")
-    p.add_argument("--qos")
+    p.add_argument("--partition", help="SLURM partition (overrides the profile)")
+    p.add_argument("--account", help="SLURM account to charge (overrides the profile)")
+    p.add_argument("--qos", help="SLURM quality of service (overrides the profile)")
     p.add_argument("--local", action="store_true", help="run here with submitit's LocalExecutor (same code path)")
     p.add_argument("--chain", type=int, default=1, metavar="K",
                    help="submit K jobs, each starting after the previous ends (afterany), for runs longer "
@@ -64,13 +64,13 @@ def register_jobs(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("target", metavar="RUN_OR_JOB", help="run dir, launch dir or job id")
     s.set_defaults(func=_status)
     t = sub.add_parser("tail", help="last lines of every rank's stdout and stderr")
-    t.add_argument("target", metavar="RUN_OR_JOB")
-    t.add_argument("-n", "--lines", type=int, default=20)
+    t.add_argument("target", metavar="RUN_OR_JOB", help="run dir, launch dir or job id")
+    t.add_argument("-n", "--lines", type=int, default=20, help="lines per stream")
     t.add_argument("--rank", type=int, help="only this rank")
     t.add_argument("--err", action="store_true", help="stderr only")
     t.set_defaults(func=_tail)
     c = sub.add_parser("cancel", help="cancel the run's queued and running jobs")
-    c.add_argument("target", metavar="RUN_OR_JOB")
+    c.add_argument("target", metavar="RUN_OR_JOB", help="run dir, launch dir or job id")
     c.set_defaults(func=_cancel)
 
 
@@ -146,6 +146,8 @@ def _print_states(target: jobs_mod.Target) -> int:
         extra += f" elapsed {state.elapsed}" if state.elapsed else ""
         extra += f" on {state.nodes}" if state.nodes and state.nodes != "None assigned" else ""
         print(f"  job {state.job_id}: {state.state}{extra}")
+        if state.state == "UNKNOWN":
+            code = max(code, 1)
         if state.failed:
             code = 1
             if record is not None:
@@ -159,7 +161,11 @@ def _print_states(target: jobs_mod.Target) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    return _print_states(jobs_mod.resolve(args.target))
+    target = jobs_mod.resolve(args.target)
+    if target.record is None and all(s.state == "UNKNOWN" for s in jobs_mod.states(target)):
+        raise VsynError(f"job {args.target} is unknown: neither SLURM (sacct, squeue) nor a launch record under "
+                        "./runs knows it; pass its run dir")
+    return _print_states(target)
 
 
 def _tail(args: argparse.Namespace) -> int:

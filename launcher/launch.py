@@ -10,6 +10,7 @@ import itertools
 import logging
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,20 @@ def executor_parameters(profile: Profile, *, name: str, local: bool) -> dict[str
     if profile.sbatch:
         params["slurm_additional_parameters"] = dict(profile.sbatch)
     return params
+
+
+def check_cluster(timeout_s: float = 30.0) -> None:
+    """A SLURM controller answers here: `sbatch` is on PATH and `sinfo` reaches the controller."""
+    hint = "use --local to run on this machine, or launch from a node of the cluster (a login node)"
+    if shutil.which("sbatch") is None:
+        raise VsynError(f"no SLURM here (sbatch is not on PATH); {hint}")
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise VsynError(f"cannot reach the SLURM controller (sinfo: {exc}); {hint}") from None
+    if out.returncode != 0:
+        reason = next((ln.strip() for ln in out.stderr.splitlines() if ln.strip()), f"exit {out.returncode}")
+        raise VsynError(f"cannot reach the SLURM controller (sinfo: {reason}); {hint}")
 
 
 def make_executor(folder: Path, profile: Profile, *, name: str, local: bool) -> submitit.AutoExecutor:
@@ -146,29 +161,38 @@ def launch_training(
         raise VsynError("--chain must be >= 1")
     if local and chain > 1:
         raise VsynError("--chain needs SLURM (dependencies); the LocalExecutor runs one job at a time")
-    run_dirs = [Path(c.train.run_dir) for c in cfgs]
-    launch_dirs = []
-    for cfg, run_dir in zip(cfgs, run_dirs):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.json")
-        launch_dirs.append(new_launch_dir(run_dir))
-    folder = launch_dirs[0] / "submitit"
-    name = f"vsyn-{cfgs[0].name}" if len(cfgs) == 1 else f"vsyn-sweep-{cfgs[0].name}"
-    executor = make_executor(folder, profile, name=name, local=local)
-    params = executor_parameters(profile, name=name, local=local)
-    if not local:
-        executor.update_parameters(slurm_comment=f"vsyn-run={run_dirs[0]}")
+    from vsyn.train.resume import plan_resume  # here: the trainer's imports stay out of every `vsyn` start-up
 
+    for cfg in cfgs:
+        plan_resume(cfg)  # a run dir's checkpoint refuses a changed model here, before config.json is rewritten
+    if not local:
+        check_cluster()  # before anything is written
+    name = f"vsyn-{cfgs[0].name}" if len(cfgs) == 1 else f"vsyn-sweep-{cfgs[0].name}"
+    params = executor_parameters(profile, name=name, local=local)  # refuses a bad profile before any write
+    run_dirs = [Path(c.train.run_dir) for c in cfgs]
+    created = [d for d in run_dirs if not d.exists()]
+    launch_dirs: list[Path] = []
     jobs: list[list[submitit.Job]] = []
     try:
+        for cfg, run_dir in zip(cfgs, run_dirs):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(run_dir / "config.json")
+            launch_dirs.append(new_launch_dir(run_dir))
+        executor = make_executor(launch_dirs[0] / "submitit", profile, name=name, local=local)
+        if not local:
+            executor.update_parameters(slurm_comment=f"vsyn-run={run_dirs[0]}")
         _submit_links(executor, cfgs, profile, jobs, chain=chain, entry=entry)
     except BaseException:
-        # A chain refused half-way: cancel the links already queued, then leave no half-made launch behind.
+        # Refused (or a chain refused half-way): cancel the links already queued, then leave no half-made launch
+        # behind -- nor a run dir this launch created.
         for job in (j for link in jobs for j in link):
             job.cancel(check=False)
         for launch_dir in launch_dirs:
             shutil.rmtree(launch_dir, ignore_errors=True)
+        for run_dir in created:
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    folder = launch_dirs[0] / "submitit"
 
     code = code_version(launch_dirs[0])
     records = []

@@ -1,33 +1,35 @@
 #!/usr/bin/env bash
-# The main job on the embedded procedural dataset, end to end on CPU:
-# pack shards -> train a small model -> sample -> export .mar -> serve one request -> write the video.
+# The main job on the embedded procedural dataset, end to end on CPU: pack shards -> train the motion head ->
+# animate a larger held-out landscape at its own size (video + contact sheet) -> export .mar -> serve it -> one request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${VSYN_DEMO_OUT:-demo-out}
 CLIPS=${VSYN_DEMO_CLIPS:-512}
+SIDE=${VSYN_DEMO_SIDE:-512}
 mkdir -p "$OUT"
 step() { printf '\n== %s\n' "$*"; }
 
-step "1/6 pack $CLIPS procedural clips into WebDataset shards"
+step "1/6 pack $CLIPS procedural scenes (32 px, 9 frames) into WebDataset shards"
 vsyn shards pack procedural "$OUT/shards" --clips "$CLIPS" --size 32 --frames 9 --seed 0
 
-step "2/6 train the tiny-cpu model (resumes if a checkpoint exists)"
-vsyn train tiny-cpu data.train="$OUT/shards/manifest.json" train.run_dir="$OUT/run"
+step "2/6 train the tiny-motion model: it predicts how the picture moves (resumes if a checkpoint exists)"
+vsyn train tiny-motion data.train="$OUT/shards" train.run_dir="$OUT/run"
 
-step "3/6 sample: animate a held-out procedural image"
-python - "$OUT/input.png" <<'PY'
+step "3/6 animate a held-out ${SIDE}x${SIDE} landscape at its own size (the model sees it at 32 px)"
+python - "$OUT/input.png" "$SIDE" <<'PY'
 import sys
 from PIL import Image
-from shards.procedural import make_clip
-Image.fromarray(make_clip(seed=1_000_003, size=32, frames=2)["video"][0]).save(sys.argv[1])
+from shards.procedural import clip_seed, make_clip
+# a held-out scene: test seeds are never packed for training
+Image.fromarray(make_clip(clip_seed(0, 2, "test"), int(sys.argv[2]), 2)["video"][0]).save(sys.argv[1])
 PY
-vsyn animate "$OUT/run" "$OUT/input.png" -o "$OUT/animate.mp4" --frames 25 --seed 1
-vsyn animate "$OUT/run" "$OUT/input.png" -o "$OUT/animate.gif" --frames 25 --seed 1
+vsyn animate "$OUT/run" "$OUT/input.png" -o "$OUT/animate.mp4" --frames 25 --seed 1 --sheet "$OUT/contact-sheet.png"
+vsyn animate "$OUT/run" "$OUT/input.png" -o "$OUT/loop.mp4" --frames 25 --seed 1 --loop
 
 step "4/6 export a TorchServe archive"
 vsyn export "$OUT/run" --model-store "$OUT/model-store" --name vsyn
 
-step "5/6 serve it and send one request"
+step "5/6 serve it and send one request (the photo comes back animated at its own size)"
 vsyn serve stop --run-dir "$OUT/serve" >/dev/null 2>&1 || true
 # The nginx front when it is installed (sudo serve/install-nginx); TorchServe alone otherwise (fine on loopback).
 FRONT=nginx; command -v nginx >/dev/null || FRONT=none
@@ -52,5 +54,6 @@ trap - EXIT
 
 step "6/6 done"
 echo "video (served by TorchServe): $(pwd)/$OUT/served.mp4"
-echo "video (vsyn animate):         $(pwd)/$OUT/animate.mp4  (GIF: $OUT/animate.gif)"
+echo "video (vsyn animate):         $(pwd)/$OUT/animate.mp4  (seamless loop: $OUT/loop.mp4)"
+echo "contact sheet:                $(pwd)/$OUT/contact-sheet.png  (frames 0 / 12 / 24, then 4x |24 - 0|)"
 echo "training samples and logs:    $(pwd)/$OUT/run"

@@ -36,16 +36,18 @@ from serve.encode_pool import encode_pool, resize_and_encode
 from serve.protocol import DUPLICATES_KEY, Limits, RequestError, VideoRequest, error_body, parse_request
 from vsyn.errors import VsynError
 from vsyn.graphs import GraphedGenerator
-from vsyn.inference import animate, load_generator
+from vsyn.inference import animate, animate_photo, is_motion_model, load_generator
 from vsyn.nn.layers import to_channels_last
-from vsyn.video import encode_video, x264_preset
+from vsyn.video import encode_chunks, encode_video, x264_preset
 
 log = logging.getLogger(__name__)
 
 
 class VsynHandler:
     def __init__(self) -> None:
-        self.generator: torch.nn.Module | None = None
+        self.generator: torch.nn.Module | None = None  # what `animate` calls: the module or its CUDA-graph replayer
+        self.model: torch.nn.Module | None = None  # the module itself
+        self.motion = False  # the model has the motion head: size=input warps the photo itself, loops are possible
         self.resolution = 0
         self.default_frames = 0
         self.limits = Limits()
@@ -70,6 +72,8 @@ class VsynHandler:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.generator, cfg = load_generator(Path(props["model_dir"]), ema=True, device=device)
+        self.model = self.generator  # the module itself: full-resolution motion requests call its motion_fields
+        self.motion = is_motion_model(self.generator)
         self.resolution, self.default_frames = cfg.model.resolution, cfg.model.frames
         self.limits = Limits.from_mapping(options)
         self.grpc = os.environ.get(GRPC_ENV) == "1"
@@ -121,7 +125,8 @@ class VsynHandler:
         responses: list[bytes | str] = [b""] * len(data)
         failed: dict[int, RequestError] = {}  # index -> refusal or failure, for the gRPC verdict below
         via_grpc = [_via_grpc(context.get_all_request_header(i)) for i in range(len(data))]
-        groups: dict[int, list[tuple[int, VideoRequest]]] = defaultdict(list)  # frame count -> requests
+        # (frame count, full resolution) -> requests: full-resolution motion requests render one by one
+        groups: dict[tuple[int, bool], list[tuple[int, VideoRequest]]] = defaultdict(list)
         for i, fields in enumerate(data):
             try:
                 if via_grpc[i] and not self.grpc:
@@ -132,6 +137,7 @@ class VsynHandler:
                     resolution=self.resolution,
                     default_frames=self.default_frames,
                     limits=self.limits,
+                    motion=self.motion,
                 )
             except RequestError as exc:
                 failed[i] = exc
@@ -140,12 +146,12 @@ class VsynHandler:
                 log.exception("could not parse request %d", i)
                 failed[i] = RequestError(500, "could not process the request")
                 continue
-            groups[req.frames].append((i, req))
+            groups[(req.frames, req.photo is not None)].append((i, req))
         _fail_grpc_batch(failed, via_grpc)
-        for frames, members in groups.items():
+        for (frames, full_res), members in groups.items():
             idxs, reqs = [i for i, _ in members], [r for _, r in members]
             try:
-                videos = self._generate(frames, reqs)
+                videos = self._warp_photos(frames, reqs) if full_res else self._generate(frames, reqs)
             except Exception:  # noqa: BLE001 - the worker must survive anything; these clients get a 500
                 log.exception("generation failed for a group of %d requests", len(reqs))
                 for i in idxs:
@@ -183,6 +189,19 @@ class VsynHandler:
         self.last_batch = (len(reqs), 1e3 * generating, 1e3 * (total - generating))
         log.debug("batch of %d x %d frames: generate %.0f ms, encode %.0f ms", len(reqs), frames, *self.last_batch[1:])
         return encoded
+
+    def _warp_photos(self, frames: int, reqs: list[VideoRequest]) -> list[bytes]:
+        """Motion head, size=input: each photo warped at its own size (long side capped), rendered and encoded in
+        frame chunks as `vsyn animate` does, so memory stays bounded by a chunk whatever the photo's size."""
+        videos = []
+        for req in reqs:
+            with self._precision():
+                (h, w), chunks = animate_photo(self.model, req.photo, num_frames=frames, seed=req.seed,
+                                               size=req.render_size,
+                                               max_side=self.limits.max_side, loop=req.loop, mask=req.photo_mask)
+                assert (w, h) == req.out_size, ((w, h), req.out_size)  # what the cost cap was checked against
+                videos.append(encode_chunks(chunks, fps=req.fps, fmt=req.fmt, preset=self.encoder_preset))
+        return videos
 
     def _animate(self, frames: int, reqs: list[VideoRequest]) -> np.ndarray:
         images = np.stack([r.image for r in reqs])

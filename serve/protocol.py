@@ -30,7 +30,7 @@ from vsyn.video import CONTENT_TYPES
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 SIZE_POLICIES = ("native", "input")
-OPTIONS = ("frames", "fps", "format", "seed", "size")
+OPTIONS = ("frames", "fps", "format", "seed", "size", "loop")
 HEADER_PREFIX = "x-vsyn-"
 MAX_SEED = 2**63 - 1
 # Set by the handler on a request's headers: names TorchServe received more than once (it keeps only the last).
@@ -74,6 +74,7 @@ class Limits:
     # 128 px model's square x 4096 frames). Checked from the header, before decoding; 422 above it.
     max_video_pixels: int = 2**26
     max_aspect: float = 4.0  # wider panoramas would make `size=input` videos absurdly wide
+    max_side: int = 1920  # motion head, size=input: the long side of the video is capped here (vsyn.render)
     min_frames: int = 2
     max_frames: int = 128
     min_fps: float = 1.0
@@ -95,6 +96,12 @@ class VideoRequest:
     fmt: str  # mp4 | webm | gif
     seed: int
     out_size: tuple[int, int]  # (width, height) of the returned video
+    loop: bool = False  # a seamless loop (motion head)
+    # motion head with size=input: the photo itself (uint8 (H, W, 3)) and its mask (float32 (H, W) in [0, 1]); the
+    # fields are predicted at R and the photo is warped at out_size (vsyn.inference.animate_photo)
+    photo: np.ndarray | None = None
+    photo_mask: np.ndarray | None = None
+    render_size: str = "input"  # animate_photo's size for `photo`: input, or model (size=native with loop=true)
 
     @property
     def content_type(self) -> str:
@@ -335,17 +342,34 @@ def parse_request(
     resolution: int,
     default_frames: int,
     limits: Limits,
+    motion: bool = False,
 ) -> VideoRequest:
-    """Validate one TorchServe request (`fields`: its parameters, `headers`: request and part headers)."""
+    """Validate one TorchServe request (`fields`: its parameters, `headers`: request and part headers).
+
+    `motion`: the model has the motion head. Then `size` defaults to `input` (the photo itself, warped at its own
+    size, long side capped at `limits.max_side`) and `loop` may be asked for.
+    """
     image_data, mask_data, raw = _split_fields(fields, headers)
     frames = _int("frames", raw["frames"], limits.min_frames, limits.max_frames) if "frames" in raw else default_frames
     fps = _float("fps", raw["fps"], limits.min_fps, limits.max_fps) if "fps" in raw else limits.default_fps
     fmt = _choice("format", raw.get("format", "mp4"), tuple(CONTENT_TYPES))
-    policy = _choice("size", raw.get("size", "native"), SIZE_POLICIES)
+    policy = _choice("size", raw.get("size", "input" if motion else "native"), SIZE_POLICIES)
     seed = _int("seed", raw["seed"], 0, MAX_SEED) if "seed" in raw else secrets.randbelow(MAX_SEED)
+    loop_value = _text(raw.get("loop", "false"))
+    loop_value = str(loop_value).lower() if isinstance(loop_value, bool) else loop_value  # JSON true / false
+    loop = _choice("loop", loop_value, ("true", "false", "1", "0")) in ("true", "1")
+    if loop and not motion:
+        raise RequestError(400, "loop=true needs a motion-head model (model.head=motion); this one synthesises pixels")
+    full_res = motion and (policy == "input" or loop)  # rendered by animate_photo (native loops: at model size)
 
     img = probe_image(image_data, "image", limits)
-    width, height = output_size(img.size, resolution, policy)  # EXIF rotation swaps the sides, not the product
+    if full_res and policy == "input":  # (width, height) of the photo warped at its own size (vsyn.render)
+        from vsyn.render import output_size as warp_size
+
+        h, w = warp_size(img.size[1], img.size[0], "input", max_side=limits.max_side)
+        width, height = w, h
+    else:
+        width, height = output_size(img.size, resolution, policy)  # EXIF rotation swaps the sides, not the product
     if width * height * frames > limits.max_video_pixels:
         raise RequestError(422, f"the video would be {width}x{height} x {frames} frames = {width * height * frames} "
                                 f"pixels; the limit is {limits.max_video_pixels} per request (ask for fewer frames"
@@ -358,7 +382,20 @@ def parse_request(
         if mask_img.size != img.size:
             raise RequestError(400, f"mask is {mask_img.size[0]}x{mask_img.size[1]}; it must match the image's "
                                     f"{img.size[0]}x{img.size[1]}")  # fmt: skip
-        mask = to_model_input(mask_img, resolution, policy, mode="L").astype(np.float32)[None] / 255.0
+        if full_res:
+            photo_mask = np.asarray(to_8bit(mask_img).convert("L"), dtype=np.uint8)
+            if policy == "native":
+                photo_mask = fit_image(photo_mask, resolution)
+            photo_mask = photo_mask.astype(np.float32) / 255.0
+        else:
+            mask = to_model_input(mask_img, resolution, policy, mode="L").astype(np.float32)[None] / 255.0
+    if full_res:
+        photo = np.asarray(to_8bit(img).convert("RGB"), dtype=np.uint8)
+        image = fit_image(photo, resolution)
+        return VideoRequest(image=image, mask=None, frames=frames, fps=fps, fmt=fmt, seed=seed,
+                            out_size=(width, height), loop=loop, photo=photo if policy == "input" else image,
+                            photo_mask=photo_mask if mask_img is not None else None,
+                            render_size="input" if policy == "input" else "model")
     return VideoRequest(
         image=to_model_input(img, resolution, policy),
         mask=mask,
@@ -367,4 +404,5 @@ def parse_request(
         fmt=fmt,
         seed=seed,
         out_size=output_size(img.size, resolution, policy),
+        loop=loop,
     )

@@ -35,12 +35,17 @@ def write_manifest(out: Path, infos: list[ShardInfo], config: dict) -> Path:
 
 def load_manifest(out: Path) -> dict:
     path = out / MANIFEST if out.is_dir() else out
+    if not out.exists():
+        raise VsynError(f"{out} does not exist")
+    if not path.is_file():
+        raise VsynError(f"no {MANIFEST} in {out} (pack it first)")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise VsynError(f"no {MANIFEST} in {out} (pack it first)") from None
-    except json.JSONDecodeError as exc:
-        raise VsynError(f"{path} is not valid JSON: {exc}") from None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VsynError(f"{path} is not a shard manifest (not JSON text: {exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise VsynError(f"{path} is not a shard manifest (no 'shards' list)")
+    return manifest
 
 
 def count_samples(path: Path) -> int:

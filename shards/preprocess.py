@@ -101,9 +101,10 @@ class UnitResult:
 
 
 def _procedural(unit: Unit, opts: ClipOptions) -> UnitResult:
-    seed = clip_seed(opts.seed, unit.index)
+    seed = clip_seed(opts.seed, unit.index, "test" if unit.split == "test" else "train")
     clip = make_clip(seed, opts.size, opts.frames)
-    meta = {"source": "procedural", "video_id": unit.video_id, "seed": seed, "fps": opts.fps or 25.0,
+    meta = {"source": "procedural", "video_id": unit.video_id, "seed": seed, "scene": clip["scene"],
+            "fps": opts.fps or 25.0,
             "frame_indices": list(range(opts.frames)), "split": unit.split, "license": "CC0-1.0",
             "attribution": "vsyn procedural generator"}
     members = encode_sample(clip["video"], meta, opts.layout, flow=clip["flow"], mask=clip["mask"])

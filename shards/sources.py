@@ -18,7 +18,7 @@ from vsyn.errors import VsynError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".webm", ".avi", ".mov", ".mkv"}
-SOURCES = ("procedural", "sky", "bair", "videos", "frames")
+SOURCES = ("procedural", "sky", "bair", "videos", "frames", "csv")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
 
 
@@ -73,7 +73,15 @@ def _folder_split(relative: Path, val_fraction: float, video_id: str) -> str:
     return SPLIT_FOLDERS.get(top) or hash_split(video_id, val_fraction)
 
 
-def procedural_units(clips: int, seed: int, val_fraction: float) -> list[Unit]:
+def procedural_units(clips: int, seed: int, val_fraction: float, split: str = "train") -> list[Unit]:
+    """``split="train"``: scenes from the training seed range, ``val_fraction`` of them held out as val;
+    ``split="test"``: held-out test scenes from their own seed range (shards.procedural.clip_seed)."""
+    if split == "test":
+        if val_fraction > 0:
+            raise VsynError("procedural --split test packs held-out scenes only; drop --val-fraction")
+        return [Unit("procedural", f"procedural-test-{seed}-{i}", "test", index=i) for i in range(clips)]
+    if split != "train":
+        raise VsynError(f"procedural --split must be train or test, not {split!r}")
     return [Unit("procedural", f"procedural-{seed}-{i}", hash_split(f"procedural-{seed}-{i}", val_fraction), index=i)
             for i in range(clips)]
 
@@ -109,13 +117,19 @@ def sequence_units(source: str, roots: list[Path], val_fraction: float) -> list[
     return units
 
 
-def _csv_units(path: Path, val_fraction: float) -> list[Unit]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"video_id", "file"} - set(reader.fieldnames or [])
-        if missing:
-            raise VsynError(f"videos: {path} lacks column(s) {', '.join(sorted(missing))} (need video_id,file[,start,end])")
-        rows = list(reader)
+def _csv_file_units(path: Path, val_fraction: float) -> list[Unit]:
+    if not path.is_file():
+        raise VsynError(f"csv: {path} is not a file")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"video_id", "file"} - set(reader.fieldnames or [])
+            if missing:
+                raise VsynError(f"csv: {path} lacks column(s) {', '.join(sorted(missing))} "
+                                "(need a header row video_id,file[,start,end])")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise VsynError(f"csv: {path} is not a CSV text file ({exc})") from None
     units = []
     for n, row in enumerate(rows, start=2):
         file = (path.parent / row["file"]).resolve()
@@ -123,18 +137,26 @@ def _csv_units(path: Path, val_fraction: float) -> list[Unit]:
             start = float(row["start"]) if row.get("start") else None
             end = float(row["end"]) if row.get("end") else None
         except ValueError:
-            raise VsynError(f"videos: {path}:{n}: start/end must be seconds, got {row.get('start')!r}, {row.get('end')!r}") from None
+            raise VsynError(f"csv: {path}:{n}: start/end must be seconds, got {row.get('start')!r}, {row.get('end')!r}") from None
         units.append(Unit("videos", row["video_id"], hash_split(row["video_id"], val_fraction), str(file), start, end))
     return units
 
 
+def csv_units(inputs: list[Path], val_fraction: float) -> list[Unit]:
+    """Rows of ``video_id,file[,start,end]`` CSVs (seconds; file relative to the CSV)."""
+    units = [unit for path in inputs for unit in _csv_file_units(path, val_fraction)]
+    if not units:
+        raise VsynError(f"csv: no rows in {', '.join(map(str, inputs))}")
+    return units
+
+
 def video_units(inputs: list[Path], val_fraction: float) -> list[Unit]:
-    """Video files under folders, or rows of ``video_id,file[,start,end]`` CSVs (seconds; file relative to the CSV)."""
+    """Video files, given one by one or as folders searched recursively."""
     units = []
     for path in inputs:
         if path.is_file() and path.suffix.lower() == ".csv":
-            units.extend(_csv_units(path, val_fraction))
-        elif path.is_dir():
+            raise VsynError(f"videos: {path} is a CSV; pack its rows with `vsyn shards pack csv {path} OUT`")
+        if path.is_dir():
             files = sorted((p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES),
                            key=lambda p: natural_key(str(p)))
             for file in files:
@@ -144,7 +166,7 @@ def video_units(inputs: list[Path], val_fraction: float) -> list[Unit]:
         elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
             units.append(Unit("videos", path.stem, hash_split(path.stem, val_fraction), str(path)))
         else:
-            raise VsynError(f"videos: {path} is neither a folder, a video file, nor a .csv")
+            raise VsynError(f"videos: {path} is neither a folder nor a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
     if not units:
         raise VsynError(f"videos: no {'/'.join(sorted(VIDEO_SUFFIXES))} files in {', '.join(map(str, inputs))}")
     return units

@@ -113,7 +113,7 @@ def test_animate_cli_writes_decodable_video(snapshot, image, tmp_path):
     [
         (["missing-ckpt", "in.png", "-o", "o.mp4"], "does not exist"),
         (["CKPT", "missing.png", "-o", "o.mp4"], "image"),
-        (["CKPT", "garbage.png", "-o", "o.mp4"], "cannot read image"),
+        (["CKPT", "garbage.png", "-o", "o.mp4"], "is not a PNG, JPEG or WebP image"),
         (["CKPT", "in.png", "-o", "o.xyz"], "video format"),
     ],
 )

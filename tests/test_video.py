@@ -85,3 +85,16 @@ def test_grid_places_each_clip():
     grid = video_grid(clips, columns=2, pad=1)
     assert grid.shape == (2, 1 + 2 * 5, 1 + 2 * 5, 3)
     assert (grid[:, 1:5, 1:5] == 50).all() and (grid[:, 1:5, 6:10] == 100).all() and (grid[:, 6:10, 1:5] == 150).all()
+
+
+def test_contact_sheet_panels_and_difference():
+    from vsyn.video import contact_sheet
+
+    a = np.zeros((6, 8, 3), np.uint8)
+    b = a.copy()
+    b[2, 3] = (40, 40, 40)  # one pixel changed by 40 levels
+    sheet = contact_sheet({0: a, 12: a, 24: b}, gain=4.0, pad=1)
+    assert sheet.shape == (8, 1 + 4 * 9, 3)
+    diff = sheet[1:7, 1 + 3 * 9 : 1 + 3 * 9 + 8, 0]
+    assert diff[2, 3] == 160 and diff.sum() == 160  # 4 x 40 where it moved, black elsewhere
+    assert np.array_equal(sheet[1:7, 1 + 2 * 9 : 1 + 2 * 9 + 8], b)

@@ -32,6 +32,11 @@ class ModelConfig:
     style_dim: int = 256
     latent_noise: bool = False  # beyond the original: per-video noise so one image has several futures
     noise_dim: int = 64
+    # pixels: the original's ToRGB (every pixel synthesised); motion: the last layer predicts motion fields and
+    # frames are the input warped by them, still where the moving mask is 0 (vsyn.nn.motion; style_rnn only)
+    head: str = "pixels"
+    motion_field: str = "eulerian"  # eulerian (one steady velocity field, integrated) | lagrangian (per frame)
+    max_speed: float = 2.0  # motion head: largest speed in px/frame at model resolution
     ch_ds: int = 16
     ch_dt: int = 64
     spatial_frames: int = 8  # K frames shown to the spatial critic
@@ -46,6 +51,10 @@ class LossConfig:
     temporal_weight: float = 5.0
     r1_gamma: float = 1.0
     r1_interval: int = 16  # lazy R1: penalise every N critic steps, scaled by N
+    # motion head only (0 = off): total variation of the velocity field (px/frame per px), and the mean of the
+    # moving mask's probability (a prior that whatever need not move stays still)
+    motion_smooth: float = 0.0
+    motion_still: float = 0.0
     # fp32: the penalty's critic forward and double backward in float32 whatever train.precision says (the
     # original's numerics); autocast: in the step's precision (bf16 under train.precision=bf16), with the input
     # gradient and its norm in float32. The penalty is most of a critic step: autocast is the fast choice on GPU.
@@ -70,6 +79,10 @@ class DataConfig:
     random_crop: bool = False
     workers: int = 2
     shuffle_buffer: int = 256
+    # global: every rank reads the whole global batch and keeps its slice (N ranks see exactly the clips one
+    # process would: the DDP == one-process equivalence). per_rank: each rank reads only its own clips from its own
+    # shards (decoding cost per rank / N; a different, equally random stream; no clip read by two ranks in a pass)
+    reading: str = "global"
 
 
 @dataclass
@@ -93,6 +106,12 @@ class TrainConfig:
     # is launch-bound. One process, ddp runtime, CUDA only (vsyn.train.steps)
     cuda_graphs: bool = False
     cudnn_benchmark: bool = True  # autotune conv algorithms on CUDA (fixed shapes): off for bit-exact GPU reruns
+    # cuDNN algorithms timed per convolution shape when autotuning (torch.backends.cudnn.benchmark_limit; PyTorch's
+    # default 10, 0 = all): fewer shorten the warm-up, possibly at the price of a slower pick
+    cudnn_benchmark_limit: int = 10
+    # checkpoints written by a background thread from a host copy (the loop pays for the copy only); DeepSpeed
+    # runs always save synchronously (vsyn.train.async_checkpoint says why)
+    async_checkpoint: bool = True
     distributed: str = "ddp"  # ddp | deepspeed
     zero_stage: int = 2
     run_dir: str = "runs/{name}"
@@ -204,10 +223,15 @@ def _parse_override(item: str) -> dict[str, Any]:
 
 def _read_yaml(source: str) -> dict[str, Any]:
     path = Path(source)
-    if path.is_dir() and (path / "config.json").is_file():
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise VsynError(f"config '{source}' is a folder without config.json (not a run or snapshot dir)")
         path = path / "config.json"
     if path.is_file():
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise VsynError(f"config '{source}' is not a YAML or JSON text file") from None
     elif source in preset_names():
         text = resources.files("vsyn.configs").joinpath(f"{source}.yaml").read_text()
     else:
@@ -249,6 +273,18 @@ def validate(cfg: Config) -> None:
     m = cfg.model
     if m.generator not in ("style_rnn", "dvdgan"):
         raise VsynError(f"model.generator must be style_rnn or dvdgan, not {m.generator!r}")
+    if m.head not in ("pixels", "motion"):
+        raise VsynError(f"model.head must be pixels or motion, not {m.head!r}")
+    if m.head == "motion" and m.generator != "style_rnn":
+        raise VsynError("model.head=motion needs model.generator=style_rnn (the DVD-GAN-S baseline synthesises pixels)")
+    if m.motion_field not in ("eulerian", "lagrangian"):
+        raise VsynError(f"model.motion_field must be eulerian or lagrangian, not {m.motion_field!r}")
+    if not m.max_speed > 0:
+        raise VsynError(f"model.max_speed must be > 0, not {m.max_speed}")
+    if m.head == "pixels" and (cfg.loss.motion_smooth or cfg.loss.motion_still):
+        raise VsynError("loss.motion_smooth and loss.motion_still apply to model.head=motion only")
+    if cfg.loss.motion_smooth < 0 or cfg.loss.motion_still < 0:
+        raise VsynError("loss.motion_smooth and loss.motion_still must be >= 0")
     if m.resolution < 32 or m.resolution & (m.resolution - 1):
         raise VsynError(f"model.resolution must be a power of two >= 32 (the critics' depth), not {m.resolution}")
     if m.dt_prepool and m.resolution < 64:
@@ -263,6 +299,10 @@ def validate(cfg: Config) -> None:
         raise VsynError(f"loss.penalty_precision must be fp32 or autocast, not {cfg.loss.penalty_precision!r}")
     if cfg.train.precision not in ("fp32", "bf16"):
         raise VsynError(f"train.precision must be fp32 or bf16, not {cfg.train.precision!r}")
+    if cfg.data.reading not in ("global", "per_rank"):
+        raise VsynError(f"data.reading must be global or per_rank, not {cfg.data.reading!r}")
+    if cfg.train.cudnn_benchmark_limit < 0:
+        raise VsynError("train.cudnn_benchmark_limit must be >= 0 (0 times every algorithm)")
     if cfg.train.distributed not in ("ddp", "deepspeed"):
         raise VsynError(f"train.distributed must be ddp or deepspeed, not {cfg.train.distributed!r}")
     if cfg.train.batch < 1 or cfg.train.n_critic < 1:

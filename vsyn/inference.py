@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from PIL import Image
 
 from vsyn.config import Config, config_from_dict
 from vsyn.errors import VsynError
+from vsyn.images import ImageError, check_mask_size, open_image
 from vsyn.nn import build_generator
 from vsyn.snapshot import load_state, resolve_snapshot
 
@@ -40,18 +41,39 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     return generator.to(device).eval().requires_grad_(False), cfg
 
 
+def read_image_file(path: str | Path, what: str = "image") -> Image.Image:
+    """A PNG/JPEG/WebP file, decoded and upright (`vsyn.images`: the rules the server applies to uploads)."""
+    path = Path(path)
+    if path.is_dir():
+        raise VsynError(f"{what} '{path}' is a folder, not an image file")
+    if not path.is_file():
+        raise VsynError(f"{what} '{path}' does not exist")
+    try:
+        return open_image(path.read_bytes(), f"{what} '{path}'", MAX_IMAGE_PIXELS)
+    except ImageError as exc:
+        raise VsynError(str(exc)) from None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file to uint8 (H, W, 3), with one clear error for anything unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise VsynError(f"image '{path}' does not exist")
+    return np.asarray(read_image_file(path).convert("RGB"), dtype=np.uint8)
+
+
+def read_image_and_mask(image_path: str | Path, mask_path: str | Path | None, resolution: int
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the server makes of an image and an optional mask upload, from files: uint8 (R, R, 3) and float32
+    (1, R, R) in [0, 1] (the mask's grey levels, white = may move), both fitted alike (short side, centre crop)."""
+    image = read_image_file(image_path)
+    fitted = fit_image(np.asarray(image.convert("RGB"), dtype=np.uint8), resolution)
+    if mask_path is None:
+        return fitted, None
+    mask = read_image_file(mask_path, what="mask")
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise VsynError(f"image '{path}' is too large ({img.width}x{img.height} pixels)")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
-        raise VsynError(f"cannot read image '{path}': {exc}") from None
+        check_mask_size(mask, image)
+    except ImageError as exc:
+        raise VsynError(f"{exc} ('{mask_path}' vs '{image_path}')") from None
+    grey = fit_image(np.asarray(mask.convert("L"), dtype=np.uint8), resolution)
+    return fitted, grey.astype(np.float32)[None] / 255.0
 
 
 def fit_image(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -118,3 +140,87 @@ def animate(
     video[:, 0] = x
     # contiguous on the device first: a strided device-to-host copy is several times slower
     return video.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous().cpu().numpy()
+
+
+def read_photo_and_mask(image_path: str | Path, mask_path: str | Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image and an optional mask at full resolution, by the server's rules (`vsyn.images`): uint8 (H, W, 3) and
+    float32 (H, W) in [0, 1] (grey levels, white = may move); the mask must have the image's size."""
+    image = read_image_file(image_path)
+    photo = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    if mask_path is None:
+        return photo, None
+    mask = read_image_file(mask_path, what="mask")
+    try:
+        check_mask_size(mask, image)
+    except ImageError as exc:
+        raise VsynError(f"{exc} ('{mask_path}' vs '{image_path}')") from None
+    return photo, np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+
+
+def check_mask_aspect(mask_hw: tuple[int, int], photo_hw: tuple[int, int]) -> None:
+    """A mask may have any size but must cover the photo as it is: the same aspect ratio within 1%."""
+    (mh, mw), (ph, pw) = mask_hw, photo_hw
+    if abs((mw / mh) / (pw / ph) - 1) > 0.01:
+        raise VsynError(f"mask is {mw}x{mh} but the image is {pw}x{ph}: a mask must have the image's aspect ratio")
+
+
+def is_motion_model(generator: torch.nn.Module) -> bool:
+    return getattr(generator, "head", "pixels") == "motion"
+
+
+@torch.no_grad()
+def motion_canvas(generator: torch.nn.Module, photo: np.ndarray, *, num_frames: int, seed: int = 0):
+    """The motion head's fields over a whole photo (any aspect) at model scale: `vsyn.render.stitch` of the square
+    windows the model sees, all animated with the same seed's latent noise."""
+    from vsyn.render import canvas_views, plan_canvas, stitch
+
+    device = next(generator.parameters()).device
+    canvas = plan_canvas(photo.shape[0], photo.shape[1], generator.resolution)
+    views = _as_float_images(canvas_views(photo, canvas), device)
+    noise = sample_noise(generator, [seed] * views.shape[0], device)
+    return stitch(generator.motion_fields(views, num_frames=num_frames, noise=noise), canvas)
+
+
+def animate_photo(
+    generator: torch.nn.Module,
+    photo: np.ndarray,
+    *,
+    num_frames: int | None = None,
+    seed: int = 0,
+    size: str | int = "input",
+    max_side: int | None = None,
+    loop: bool = False,
+    mask: np.ndarray | None = None,
+) -> tuple[tuple[int, int], Iterator[np.ndarray]]:
+    """One photo (uint8 (H, W, 3), any size) -> ((h, w), uint8 frame chunks (k, h, w, 3)); frame 0 is the photo.
+
+    Motion head: the photo itself is warped at `size` ("input": its own size; "model"; or a long side in px), the
+    long side capped at `max_side` (default 1920), sides even; `loop` makes a seamless loop; `mask` (float (H', W')
+    in [0, 1], the photo's aspect) keeps whatever it marks 0 bit-exactly still. Pixel head: the model's square video
+    (short side resized, centre crop), resized to `size` if that is not "model"; no loops.
+    """
+    from vsyn.render import DEFAULT_MAX_SIDE, output_size, render
+
+    max_side = max_side or DEFAULT_MAX_SIDE
+    frames = num_frames or generator.frames
+    if frames < 2:
+        raise VsynError("frames must be >= 2 (frame 0 is the input)")
+    if mask is not None:
+        check_mask_aspect(mask.shape[:2], photo.shape[:2])
+    res = generator.resolution
+    if is_motion_model(generator):
+        out = output_size(photo.shape[0], photo.shape[1], size, max_side=max_side, resolution=res)
+        fields = motion_canvas(generator, photo, num_frames=frames, seed=seed)
+        device = next(generator.parameters()).device
+        return out, render(photo, fields, out, frames, loop=loop, mask=mask, device=device)
+    if loop:
+        raise VsynError("seamless loops need a motion-head model (model.head=motion); this one synthesises pixels")
+    image = fit_image(photo, res)[None]
+    m = None if mask is None else fit_image((mask * 255 + 0.5).astype(np.uint8)[..., None].repeat(3, -1), res)
+    video = animate(generator, image, num_frames=frames, seeds=[seed],
+                    mask=None if m is None else m[None, None, ..., 0].astype(np.float32) / 255)[0]
+    out = output_size(res, res, size, max_side=max_side, resolution=res) if size != "input" else \
+        output_size(photo.shape[0], photo.shape[1], "input", max_side=max_side)
+    from vsyn.video import resize_video
+
+    return out, iter([resize_video(video, (out[1], out[0]))])

@@ -38,12 +38,27 @@ def save_snapshot(
     extra_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write a snapshot into `directory` (created; existing weight files are replaced)."""
+    return write_snapshot(directory, _state_for_safetensors(generator),
+                          _state_for_safetensors(generator_ema or generator), cfg, step, kimg, extra_meta)
+
+
+def write_snapshot(
+    directory: str | Path,
+    generator_state: dict[str, torch.Tensor],
+    ema_state: dict[str, torch.Tensor],
+    cfg: Config,
+    step: int,
+    kimg: float,
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """`save_snapshot` from state dicts already on the host (a background checkpoint write has no modules)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(_state_for_safetensors(generator), str(directory / WEIGHT_FILES[False]))
-    save_file(_state_for_safetensors(generator_ema or generator), str(directory / WEIGHT_FILES[True]))
+    save_file({k: v.contiguous() for k, v in generator_state.items()}, str(directory / WEIGHT_FILES[False]))
+    save_file({k: v.contiguous() for k, v in ema_state.items()}, str(directory / WEIGHT_FILES[True]))
     cfg.save(directory / "config.json")
-    meta = {"step": int(step), "kimg": float(kimg), **(extra_meta or {})}
+    meta = {"step": int(step), "kimg": float(kimg), "generator": cfg.model.generator, "head": cfg.model.head,
+            **(extra_meta or {})}
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
     return directory
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterable
 
 import av
 import numpy as np
@@ -71,40 +72,73 @@ def encode_video(frames: np.ndarray, fps: float = 25.0, fmt: str = "mp4", *, pre
     `preset`: x264 speed preset for mp4 (`X264_PRESETS`; None = medium). It is validated for every format but
     only mp4 uses it: webm (VP9) and gif encode as before.
     """
+    return encode_chunks([frames], fps, fmt, preset=preset)
+
+
+def encode_chunks(chunks: Iterable[np.ndarray], fps: float = 25.0, fmt: str = "mp4", *,
+                  preset: str | None = None) -> bytes:
+    """Like `encode_video`, from frames arriving in chunks (uint8 (k, H, W, 3) each, same H and W): full-resolution
+    animations are encoded as they are rendered, so no whole clip is ever held as frames (GIF apart: its one
+    palette needs every frame). Equal frames give equal bytes however they are chunked."""
     if fmt not in FORMATS:
         raise VsynError(f"unsupported video format {fmt!r} (use one of {', '.join(FORMATS)})")
     preset = x264_preset(preset)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 (T,H,W,3), got {frames.dtype} {frames.shape}")
     container_fmt, codec, pix_fmt, options = FORMATS[fmt]
     if fmt == "mp4":
         # x264 applies the preset first and x264-params after it, so lookahead stays off under every preset
         options = {**options, "preset": preset}
-    if fmt != "gif":
-        frames = _even(frames)
     buf = io.BytesIO()
     rate = Fraction(fps).limit_denominator(1001)
     # bitexact: no random segment UIDs or encoder version strings, so equal frames give equal bytes
     with av.open(buf, mode="w", format=container_fmt, options={"fflags": "+bitexact"}) as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = pix_fmt
-        stream.options = dict(options)
-        stream.codec_context.flags |= av.codec.context.Flags.bitexact
-        stream.codec_context.thread_count = 1  # thread count changes x264's output; 1 is the same on every machine
-        stream.codec_context.time_base = Fraction(1) / rate
-        # RGB -> YUV here, single-threaded: swscale's threaded conversion gave different bytes under CPU load
-        video_frames = _palette_frames(frames) if pix_fmt == "pal8" else (
-            av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt, threads=1) for f in frames
-        )
-        for index, vf in enumerate(video_frames):
-            vf.pts = index  # explicit timestamps: nothing is left for the muxer to guess
-            for packet in stream.encode(vf):
-                container.mux(packet)
+        stream = None
+        index = 0
+        held: list[np.ndarray] = []  # gif only
+        for frames in chunks:
+            frames = np.asarray(frames)
+            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+                raise ValueError(f"expected uint8 (T,H,W,3), got {frames.dtype} {frames.shape}")
+            if pix_fmt == "pal8":
+                held.append(frames)
+                continue
+            frames = _even(frames)
+            if stream is None:
+                stream = _add_stream(container, codec, rate, pix_fmt, options, frames.shape[1], frames.shape[2])
+            elif (stream.height, stream.width) != frames.shape[1:3]:
+                raise ValueError(f"chunk of {frames.shape[1:3]} after frames of {(stream.height, stream.width)}")
+            # RGB -> YUV here, single-threaded: swscale's threaded conversion gave different bytes under CPU load
+            for f in frames:
+                vf = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt, threads=1)
+                index = _mux(container, stream, vf, index)
+        if pix_fmt == "pal8":
+            frames = np.concatenate(held) if held else np.zeros((0, 2, 2, 3), np.uint8)
+            if len(frames):
+                stream = _add_stream(container, codec, rate, pix_fmt, options, frames.shape[1], frames.shape[2])
+                for vf in _palette_frames(frames):
+                    index = _mux(container, stream, vf, index)
+        if stream is None:
+            raise ValueError("no frames to encode")
         for packet in stream.encode():
             container.mux(packet)
     return buf.getvalue()
+
+
+def _add_stream(container, codec: str, rate: Fraction, pix_fmt: str, options: dict, height: int, width: int):
+    stream = container.add_stream(codec, rate=rate)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = pix_fmt
+    stream.options = dict(options)
+    stream.codec_context.flags |= av.codec.context.Flags.bitexact
+    stream.codec_context.thread_count = 1  # thread count changes x264's output; 1 is the same on every machine
+    stream.codec_context.time_base = Fraction(1) / rate
+    return stream
+
+
+def _mux(container, stream, frame: av.VideoFrame, index: int) -> int:
+    frame.pts = index  # explicit timestamps: nothing is left for the muxer to guess
+    for packet in stream.encode(frame):
+        container.mux(packet)
+    return index + 1
 
 
 def resize_video(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -151,3 +185,21 @@ def video_grid(videos: np.ndarray, columns: int | None = None, pad: int = 2) -> 
         y, x = pad + r * (h + pad), pad + col * (w + pad)
         grid[:, y : y + h, x : x + w] = videos[i]
     return grid
+
+
+def contact_sheet(frames: dict[int, np.ndarray], *, gain: float = 4.0, pad: int = 4) -> np.ndarray:
+    """One still that shows what a clip does: the given frames side by side (uint8 (H, W, 3) each, keyed by index),
+    then `gain`·|last − first| per pixel (grey, the mean over channels): black where nothing moved.
+
+    Frames are laid out left to right in index order, on a white background; returns uint8 (H', W', 3).
+    """
+    order = sorted(frames)
+    first, last = frames[order[0]].astype(np.int16), frames[order[-1]].astype(np.int16)
+    diff = np.clip(np.abs(last - first).mean(axis=-1) * gain, 0, 255).astype(np.uint8)
+    panels = [frames[i] for i in order] + [np.repeat(diff[..., None], 3, axis=-1)]
+    h, w = panels[0].shape[:2]
+    sheet = np.full((h + 2 * pad, len(panels) * (w + pad) + pad, 3), 255, np.uint8)
+    for k, panel in enumerate(panels):
+        x = pad + k * (w + pad)
+        sheet[pad : pad + h, x : x + w] = panel
+    return sheet

@@ -105,7 +105,7 @@ def test_csv_rows_with_start_and_end(video_folder, tmp_path):
     csv.write_text(f"video_id,file,start,end\nw,{video_folder / 'wide30.mp4'},1.0,2.0\n"
                    f"t,{video_folder / 'tall24.mp4'},,\n")
     out = tmp_path / "out"
-    assert shards_cli("pack", "videos", csv, out, "--size", 16, "--frames", 8, "--layout", "npy",
+    assert shards_cli("pack", "csv", csv, out, "--size", 16, "--frames", 8, "--layout", "npy",
                       "--workers", 1) == 0
     metas = [_meta(s) for s in _samples(out)]
     w = [m for m in metas if m["video_id"] == "w"]
@@ -118,6 +118,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         shards_cli("pack", "videos", tmp_path / "nope", tmp_path / "out")
     (tmp_path / "bad.csv").write_text("name,path\n")
     with pytest.raises(VsynError, match="lacks column"):
+        shards_cli("pack", "csv", tmp_path / "bad.csv", tmp_path / "out")
+    with pytest.raises(VsynError, match="shards pack csv"):
         shards_cli("pack", "videos", tmp_path / "bad.csv", tmp_path / "out")
     with pytest.raises(VsynError, match=r"no .*train,test"):
         shards_cli("pack", "sky", tmp_path, tmp_path / "out")

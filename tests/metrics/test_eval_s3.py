@@ -27,7 +27,7 @@ def s3_data(s3_server, tmp_path_factory) -> str:
 
     out = tmp_path_factory.mktemp("evalshards") / "shards"
     assert shards_cli("pack", "procedural", out, "--clips", 8, "--size", 32, "--frames", 17, "--shard-samples", 4,
-                      "--layout", "mp4", "--workers", 1) == 0
+                      "--layout", "mp4", "--workers", 1, "--split", "test") == 0
     url = f"s3://{s3_server.bucket}/metrics-eval"
     upload(out, url, workers=1)
     return url + "/manifest.json"
@@ -36,13 +36,15 @@ def s3_data(s3_server, tmp_path_factory) -> str:
 def test_vsyn_eval_copy_frame0_over_s3(s3_data, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["eval", "copy-frame0", "--data", s3_data, "--metrics", "psnr,ssim,motion", "--n", "8", "--batch", "4",
-               "--resolution", "32", "--device", "cpu", "--out", str(out)])
+               "--resolution", "32", "--frames", "9", "--device", "cpu", "--out", str(out)])
     assert rc == 0
     summary = json.loads((out / "metrics.json").read_text())
     m = summary["metrics"]
-    assert m["motion_speed_ratio"] < 1e-4 and m["motion_leak"] == 0.0 and 10 < m["psnr"] < 100
+    assert summary["data"] == s3_data + "#test" and summary["frames"] == 9  # the held-out split, T frames
+    assert m["motion_speed_ratio"] == 0.0 and m["motion_leak"] == 0.0 and 10 < m["psnr"] < 100
     assert summary["directions"]["psnr"] == "higher" and summary["directions"]["motion_epe"] == "lower"
-    assert "motion_epe" in capsys.readouterr().out
+    assert summary["directions"]["motion_speed_ratio"] == "closer to 1"
+    assert "closer to 1" in capsys.readouterr().out
 
 
 def test_vsyn_eval_checkpoint_over_s3(s3_data, tmp_path):
@@ -74,7 +76,7 @@ def test_feature_metrics_over_s3_loader(s3_data, tmp_path):
                      detector_sha256={"i3d-videogpt": "a" * 64, "inception-fid": "b" * 64},
                      protocol_overrides={"resize": "none", "size": 32})
     names = ["fvd16", "fid"]
-    need = required_frames(names, build_protocols(names, s))
+    need = required_frames(names, build_protocols(names, s), frames=9)
     loader = make_eval_loader(s3_data, frames=need, batch_size=4, size=32, workers=1)
     values, cards = evaluate(copy_first_frame, loader, names, s3_data, s)
     assert values["fvd16"] > 0 and values["fid"] > 0

@@ -24,8 +24,8 @@ def clips():
     return procedural_clips(8, 32, 17)
 
 
-def settings(tmp_path, n=8, **kw) -> EvalSettings:
-    return EvalSettings(n=n, batch=4, cache_dir=str(tmp_path / "cache"),
+def settings(tmp_path, n=8, frames=17, **kw) -> EvalSettings:
+    return EvalSettings(n=n, batch=4, cache_dir=str(tmp_path / "cache"), frames=frames,
                         detectors={"i3d-videogpt": TinyVideoDetector(), "inception-fid": TinyImageDetector()},
                         detector_sha256={"i3d-videogpt": "a" * 64, "inception-fid": "b" * 64},
                         protocol_overrides={"resize": "none", "size": 32}, **kw)
@@ -35,7 +35,8 @@ def test_oracle_generator_scores_perfectly(clips, tmp_path):
     values, cards = evaluate(Oracle(clips), loader_from(clips), NAMES, "mem://procedural", settings(tmp_path))
     assert abs(values["fvd16"]) < 1e-6 and abs(values["fid"]) < 1e-6  # float64 cancellation of equal traces
     assert values["psnr"] == 100.0 and values["ssim"] == pytest.approx(1.0, abs=1e-12)
-    assert values["motion_leak"] == 0.0 and values["motion_drift"] == 0.0
+    assert values["motion_leak"] == 0.0 and values["motion_static_change"] == 0.0
+    assert values["motion_speed_ratio"] == 1.0 and values["motion_epe"] == values["motion_floor_epe"]
     card = cards["fvd16"].to_dict()
     assert card["protocol"]["n"] == 8 and card["protocol"]["start"] == 1 and card["detector_sha256"] == "a" * 64
     assert card["result"]["n_generated_rows"] == 8
@@ -82,22 +83,59 @@ def test_unknown_metric(tmp_path, clips):
 def test_selection_directions():
     assert selection_score("fvd16", 100.0) == 100.0
     assert selection_score("psnr", 30.0) == -30.0 and selection_score("ssim", 0.9) == -0.9
-    assert selection_score("motion", 0.5) == 0.5
+    assert selection_score("motion", 0.5) == 0.5 == selection_score("motion_score", 0.5)
+    # speed ratio: 1 is right, and half as fast is as wrong as twice as fast
+    assert selection_score("motion_speed_ratio", 1.0) == 0.0
+    assert selection_score("motion_speed_ratio", 0.5) == pytest.approx(selection_score("motion_speed_ratio", 2.0))
+    assert selection_score("motion_speed_ratio", 0.0) == float("inf")
+    assert METRICS["motion_speed_ratio"].better == "closer to 1" and not METRICS["motion_speed_ratio"].lower_is_better
+    with pytest.raises(VsynError, match="describes the data"):
+        selection_score("motion_floor_epe", 0.3)
     assert all(isinstance(m.lower_is_better, bool) for m in METRICS.values())
+
+
+class Recording:
+    """copy_first_frame that records how many frames it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def __call__(self, images, num_frames):
+        self.asked.append(num_frames)
+        return copy_first_frame(images, num_frames)
+
+
+def test_metrics_cover_the_whole_clip_whatever_the_set(clips, tmp_path):
+    """PSNR/SSIM/motion use frames 1..T-1 (T = 9 here) whether or not FVD/FID (17 frames) are asked for."""
+    video = np.stack([c["video"] for c in clips]).astype(np.float64) / 255  # (B, T, H, W, 3)
+    mse = ((video[:, 1:9] - video[:, :1]) ** 2).mean(axis=(2, 3, 4))
+    expected = float((10 * np.log10(1 / mse)).mean())
+    assert expected != pytest.approx(float((10 * np.log10(1 / mse[:, :1])).mean()))  # frame 1 alone differs
+    results = {}
+    for names in (["psnr"], ["psnr", "fvd16"], ["motion", "psnr"], ["fid", "motion", "psnr"]):
+        gen = Recording()
+        values, _ = evaluate(gen, loader_from(clips), names, "mem://procedural", settings(tmp_path, frames=9))
+        assert values["psnr"] == pytest.approx(expected, rel=1e-12), names
+        assert set(gen.asked) == {17 if {"fvd16", "fid"} & set(names) else 9}
+        results[tuple(names)] = values
+    assert results[("motion", "psnr")]["motion_epe"] == results[("fid", "motion", "psnr")]["motion_epe"]
 
 
 def test_run_snapshot_metrics_with_a_generator_module(clips, tmp_path):
     from vsyn.config import load_config
     from vsyn.nn import build_generator
 
-    cfg = load_config("tiny-cpu")
-    cfg.model.frames = 17
+    from vsyn.metrics.motion import KEYS
+
+    cfg = load_config("tiny-cpu")  # latent noise: stochastic, so motion draws K samples per clip
     gen = build_generator(cfg.model).train()
-    values = run_snapshot_metrics(gen, cfg, ["psnr", "ssim", "motion"], "mem://procedural", 4,
-                                  settings=settings(tmp_path, n=4), loader=loader_from(clips))
-    assert set(values) == {"psnr", "ssim", "motion_epe", "motion_speed_ratio", "motion_leak", "motion_drift",
-                           "motion_psnr"}
+    s = settings(tmp_path, n=4, frames=None, motion_samples=2)
+    values = run_snapshot_metrics(gen, cfg, ["psnr", "ssim", "motion"], "mem://procedural", 4, settings=s,
+                                  loader=loader_from(clips))
+    assert s.frames == cfg.model.frames == 9  # T defaults to the training length
+    assert set(values) == {"psnr", "ssim", *KEYS}
     assert all(np.isfinite(v) for v in values.values())
+    assert values["motion_dir_cos_bestk"] >= values["motion_dir_cos"]
     assert gen.training  # mode restored for the trainer
 
 

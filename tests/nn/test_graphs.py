@@ -1,5 +1,5 @@
 """CUDA-graph replay of the generators (vsyn.graphs) against eager calls. The GPU tests run where CUDA is present
-(the device machine, not CI); on a CPU the wrapper must fall back to the eager generator."""
+(a GPU host, not CI); on a CPU the wrapper must fall back to the eager generator."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from vsyn.config import ModelConfig
 from vsyn.graphs import GraphedGenerator
 from vsyn.nn import build_generator
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device machine)")
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 
 
 def _generator(kind: str, device: str) -> torch.nn.Module:

@@ -156,15 +156,16 @@ def test_keys_outlive_their_expiry(servers) -> None:
     client = VsynClient(main)
     image = encode_image(landscape())
     seen, statuses = set(), []
-    give_up = time.monotonic() + 150  # renewals come every ~30-40 s with one-minute keys
-    # Until past the first keys' expiry and a renewal seen while requests flowed (a slow start may be past both).
-    while ((datetime.now(timezone.utc) - expiry).total_seconds() < 3 or len(seen) < 2) and time.monotonic() < give_up:
+    # until 3 s past the first keys' expiry, and at least 5 requests (the expiry may have passed already when the
+    # module's earlier tests were slow: the requests must then still be answered)
+    while (datetime.now(timezone.utc) - expiry).total_seconds() < 3 or len(statuses) < 5:
         seen.add(client.key())
         resp = client.predict(image, content_type="image/png", frames=3, seed=len(statuses))
         statuses.append(resp.status_code)
         time.sleep(1.0)
     assert set(statuses) == {200}, statuses  # every request answered, across the renewal and the first expiry
-    assert len(seen) >= 2 and client.key() != first["main"]  # renewed (at least once) while the clients kept up
+    # renewed (at least once) while the clients kept up: both keys seen, or only the new one when the loop began late
+    assert client.key() != first["main"] and (len(seen) >= 2 or first["main"] not in seen)
     stale = requests.get(f"{main.url()}/ping", headers={"Authorization": f"Bearer {first['main']}"}, timeout=5)
     assert stale.status_code == 400 and stale.json()["type"] == "InvalidKeyException"
     assert server.status(main).state == "ready"

@@ -3,11 +3,13 @@
 
 Clipping is set far below the gradient norms (0.05) so that a clip DeepSpeed silently defaulted to 1.0 would show.
 The logistic runs apply R1 on every critic step, and ZeRO-2 runs are interrupted and resumed half-way, so the
-separate per-engine save directories and the collective saves are exercised too.
+separate per-engine save directories and the collective saves are exercised too. data.reading=per_rank runs
+under 2 processes and resumes exactly.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import pytest
@@ -75,3 +77,25 @@ def test_deepspeed_zero_equals_plain_accelerate(tmp_path, tmp_path_factory, shar
         assert (state / "g" / "pytorch_model").is_dir() and (state / "d" / "pytorch_model").is_dir()
     run_train(run_dir, shards, *args, f"train.max_steps={STEPS}", env=_deepspeed_env(), timeout=300)
     _assert_close(read_losses(run_dir), _baseline(tmp_path_factory, shards, kind))
+
+
+@pytest.mark.slow
+def test_per_rank_reading_two_process_run_resumes_exactly(tmp_path, shards):
+    """data.reading=per_rank under 2 gloo processes: each rank reads its own clips; a run resumed from a mid-run
+    checkpoint (written in the background on rank 0, RNG files on both ranks) logs the same scalars bit for bit."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    run_dir, steps, resume_at = tmp_path / "run", 8, 4
+    args = ("data.reading=per_rank", "data.workers=1", "loss.kind=wgan-gp", "train.snapshot_kimg=0.004",
+            "train.keep_last=20", f"train.max_steps={steps}")
+    run_train(run_dir, shards, *args, launcher=launcher, timeout=300)
+    straight = read_losses(run_dir)
+    assert sorted(straight) == list(range(steps))
+    for ckpt in (run_dir / "checkpoints").glob("ckpt-*"):  # back to the checkpoint at step 4
+        if int(ckpt.name.split("-")[1]) > resume_at:
+            shutil.rmtree(ckpt)
+    state = run_dir / "checkpoints" / f"ckpt-{resume_at:09d}" / "state"
+    assert {p.name for p in (state / "g").iterdir()} >= {"random_states_0.pkl", "random_states_1.pkl"}
+    launcher[-1] = str(free_port())
+    run_train(run_dir, shards, *args, launcher=launcher, timeout=300)
+    assert read_losses(run_dir) == straight

@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
-from trainkit import TINY, read_losses
+from trainkit import TINY, read_losses, read_times
 from vsyn.config import load_config
 from vsyn.train import EXIT_DONE, run
 from vsyn.train.randomness import StepRandom
+from vsyn.train.timers import PHASES
 
 
 # The subprocess tests run with OMP_NUM_THREADS=1; these in-process ones match them (tests/conftest.py: one_thread).
@@ -44,6 +45,17 @@ def test_gan_smoke_20_steps_without_nan(tmp_path, shards, kind):
     assert (run_dir / "samples" / "step-000000020.gif").is_file()
     assert (run_dir / "checkpoints" / "ckpt-000000020" / "COMPLETE").is_file()
     assert list((run_dir / "logs").rglob("events.out.tfevents.*"))  # TensorBoard through Accelerate
+    # the wall-time breakdown: each logging interval's shares partition its wall time; the whole run in timing.json
+    times = read_times(run_dir)
+    assert sorted(times) == list(range(20))  # log_every=1: every step ends an interval
+    for rec in times.values():
+        shares = [v for k, v in rec.items() if k.removeprefix("time/") in PHASES]
+        assert len(shares) == len(PHASES) and sum(shares) == pytest.approx(1, abs=1e-5)
+        assert rec["time/wall_s"] > 0 and rec["time/clips_per_s"] == pytest.approx(4 / rec["time/wall_s"], rel=1e-4)
+    whole = json.loads((run_dir / "logs" / "timing.json").read_text())
+    assert whole["steps"] == 20 and whole["clips"] == 80
+    assert whole["seconds"]["step"] > 0 and whole["seconds"]["checkpoint"] > 0 and whole["seconds"]["samples"] > 0
+    assert whole["wall_s"] >= sum(r["time/wall_s"] for r in times.values()) * (1 - 1e-4)
 
 
 @pytest.mark.parametrize("kind", ["wgan-gp", "logistic"])
@@ -73,22 +85,27 @@ def test_bf16_autocast_with_channels_last_keeps_fp32_weights(tmp_path, shards):
 
 
 def test_snapshot_metrics_keep_the_best_checkpoint(tmp_path, shards, caplog):
-    """eval.metrics run at every snapshot; checkpoints/best-<metric> holds the snapshot with the best value."""
-    cfg = _cfg(tmp_path / "run", shards, "train.max_steps=12", "train.snapshot_kimg=0.012", "eval.metrics=psnr",
-               "eval.n=4", "eval.best_metric=psnr", "train.keep_last=10")
+    """eval.metrics run at every snapshot and land in stats.jsonl; checkpoints/best-<metric> holds the snapshot
+    with the best value. (The pack has a train split only: data.val names it on purpose.)"""
+    cfg = _cfg(tmp_path / "run", shards, "train.max_steps=12", "train.snapshot_kimg=0.012", "eval.metrics=psnr,motion",
+               "eval.n=4", "eval.best_metric=psnr", "train.keep_last=10", f"data.val={shards}/manifest.json#train")
     with caplog.at_level("INFO", logger="vsyn.train"):
         assert run(cfg) == EXIT_DONE
     measured = {}  # critic steps (clips shown / batch) -> psnr, from the loop's own log lines
     for rec in caplog.records:
         if rec.getMessage().startswith("metrics at kimg"):
             kimg = float(rec.getMessage().split()[3].rstrip(":"))
-            measured[round(kimg * 1000 / 4)] = float(rec.getMessage().split("'psnr': ")[1].rstrip("}"))
+            measured[round(kimg * 1000 / 4)] = float(rec.getMessage().split("'psnr': ")[1].split(",")[0].rstrip("}"))
     assert len(measured) >= 3, caplog.text  # a snapshot every 3 steps (12 clips), plus the final one
     best_at = max(measured, key=measured.get)  # PSNR: higher is better
     best = tmp_path / "run" / "checkpoints" / "best-psnr"
     meta = json.loads((best / "meta.json").read_text())
     assert round(meta["kimg"] * 1000 / 4) == best_at
     assert (best / "generator_ema.safetensors").is_file() and not (best / "COMPLETE").exists()  # never resumed
+    logged = {round(r["kimg"] * 1000 / 4): r for r in read_losses(tmp_path / "run").values() if "metrics/psnr" in r}
+    assert logged.keys() == measured.keys()
+    assert all(r["metrics/psnr"] == pytest.approx(measured[k], rel=1e-6) for k, r in logged.items())
+    assert all(0 <= r["metrics/motion_leak"] <= 1 and "metrics/motion_score" in r for r in logged.values())
 
 
 def _close_losses(a: dict, b: dict, rtol: float) -> None:
@@ -184,7 +201,7 @@ def _rel_diff_by_step(a: dict, b: dict) -> list[float]:
     return [max(abs(a[s][k] - b[s][k]) / scale[k] for k in keys if k in a[s]) for s in sorted(a)]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device machine)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("kind,precision", [("wgan-gp", "fp32"), ("hinge", "fp32"), ("wgan-gp", "bf16")])
 def test_cuda_graph_steps_train_like_eager_on_gpu(tmp_path, shards, kind, precision):
     """train.cuda_graphs=true captures each step (forward, penalty's double backward, clip, Adam) and replays it.

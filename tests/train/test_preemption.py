@@ -1,4 +1,5 @@
-"""Preemption on CPU, in real subprocesses: SIGKILL mid-run then resume is exact; SIGUSR2 saves and exits 3."""
+"""Preemption on CPU, in real subprocesses: SIGKILL mid-run (also mid background checkpoint write) then resume is
+exact; SIGUSR2 saves and exits 3; Ctrl-C saves and exits 130, a second Ctrl-C exits at once."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -88,3 +90,90 @@ def test_sigusr2_saves_exits_3_and_resumes_exactly(tmp_path, shards, reference):
     resumed = read_losses(run_dir)
     assert sorted(resumed) == list(range(end))
     assert {s: resumed[s] for s in reference if s < end} == {s: reference[s] for s in reference if s < end}
+
+
+# Runs `vsyn train` with the background checkpoint write of step >= BLOCK_AT held up before its snapshot files:
+# the marker file says the write is in flight (the rest of the state is already in the temp dir).
+_HELD_WRITE = """
+import pathlib, sys, time
+import vsyn.train.async_checkpoint as ac
+mark, block_at = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+real = ac.write_snapshot
+def held(directory, generator_state, ema_state, cfg, step, kimg, *rest):
+    if step >= block_at:
+        mark.write_text(str(step))
+        time.sleep(3600)
+    return real(directory, generator_state, ema_state, cfg, step, kimg, *rest)
+ac.write_snapshot = held
+from vsyn.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_background_checkpoint_write_keeps_the_previous_one(tmp_path, shards, reference):
+    """train.async_checkpoint (the default): the loop trains on while a checkpoint is written; a kill mid-write
+    leaves the previous checkpoint complete (the half-written one only as a temp dir) and resuming from it is
+    bit-exact."""
+    run_dir, mark, block_at = tmp_path / "run", tmp_path / "writing", 5
+    cmd = [sys.executable, "-c", _HELD_WRITE, str(mark), str(block_at),
+           *train_args(run_dir, shards, *EXTRA, f"train.max_steps={STEPS}")]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=scratch_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    _wait_for(mark.is_file, proc)
+    writing = int(mark.read_text())
+    stats = run_dir / "logs" / "stats.jsonl"
+    # the step after the held save is logged (log_every=1) before the next save waits for the held write
+    _wait_for(lambda: _last_logged_step(run_dir) >= writing, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert (run_dir / "checkpoints" / f".tmp-ckpt-{writing:09d}").is_dir()  # the write the kill interrupted
+    previous = _ckpt_step(run_dir)
+    assert 0 < previous < writing
+    assert (find_resume(run_dir) / "COMPLETE").is_file() and stats.is_file()
+    run_train(run_dir, shards, *EXTRA, f"train.max_steps={STEPS}")  # resumes from `previous`
+    resumed = read_losses(run_dir)
+    assert sorted(resumed) == list(range(STEPS))
+    assert resumed == reference
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))  # the stale temp dir was removed
+
+
+def _last_logged_step(run_dir: Path) -> int:
+    try:
+        return max(read_losses(run_dir), default=-1)
+    except (OSError, ValueError):  # not there yet, or a line being appended
+        return -1
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_exits_130_and_a_second_ctrl_c_exits_at_once(tmp_path, shards):
+    """Ctrl-C reaches the whole foreground process group in a terminal: the trainer and its reader workers."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(vsyn_cmd(*train_args(run_dir, shards, *EXTRA, "train.max_steps=100000")), cwd=REPO,
+                            env=scratch_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    stats = run_dir / "logs" / "stats.jsonl"
+    _wait_for(lambda: stats.is_file() and len(stats.read_text().splitlines()) >= 3, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-4000:]
+    saved = _ckpt_step(run_dir)
+    assert (find_resume(run_dir) / "COMPLETE").is_file() and not list((run_dir / "checkpoints").glob(".tmp-*"))
+    assert sorted(read_losses(run_dir)) == list(range(saved))  # saved at the step boundary it stopped at
+    assert "Ctrl-C: saving a checkpoint at the next step boundary" in err
+    assert f"Ctrl-C: saved {run_dir / 'checkpoints' / f'ckpt-{saved:09d}'}" in err
+    assert "Traceback" not in err and "Setting accelerator to CPU" not in out + err  # quiet by default
+
+    # Resumed, but with the flag never consulted (no log boundary): only a second Ctrl-C can end it, at once.
+    proc = subprocess.Popen(vsyn_cmd(*train_args(run_dir, shards, *EXTRA, "train.max_steps=100000",
+                                                 "train.log_every=1000000")),
+                            cwd=REPO, env=scratch_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for(lambda: _ckpt_step(run_dir) >= saved + 2, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert proc.poll() is None  # still going: the first Ctrl-C waits for a step boundary that agrees to stop
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "vsyn: interrupted", err[-4000:]
+    assert find_resume(run_dir) is not None  # the newest complete checkpoint is still there to resume from

@@ -175,3 +175,123 @@ def test_preemption_flag_catches_usr2_and_term_then_restores_handlers():
             os.kill(os.getpid(), sig)
             assert flag.requested and flag.received == sig
     assert signal.getsignal(signal.SIGUSR2) == before
+
+
+def test_phase_clock_charges_each_interval_to_the_running_phase(monkeypatch):
+    from vsyn.train import timers
+
+    now = [100.0]
+    monkeypatch.setattr(timers.time, "perf_counter", lambda: now[0])
+    clock = timers.PhaseClock(torch.device("cpu"))
+    for phase, seconds in [("data", 1.0), ("step", 6.0), ("ema", 0.5), ("logging", 0.5), ("data", 2.0),
+                           ("step", 6.0), ("checkpoint", 4.0)]:
+        clock.switch(phase)
+        now[0] += seconds
+    log = clock.interval("log")
+    assert log.seconds == {"data": 3.0, "step": 12.0, "ema": 0.5, "checkpoint": 4.0, "samples": 0.0,
+                           "metrics": 0.0, "logging": 0.5}
+    assert log.wall_s == 20.0 and log.steps == 2 and log.gpu_step_s is None
+    scalars = log.scalars(clips_per_step=8)
+    assert scalars["time/step"] == 0.6 and scalars["time/data"] == 0.15 and scalars["time/clips_per_s"] == 16 / 20
+    assert log.line() == "time: step 60%, checkpoint 20%, data 15%, ema 2%, logging 2%"
+    clock.switch("step")
+    now[0] += 3.0
+    assert clock.interval("log").seconds["step"] == 3.0  # a new window per call
+    assert clock.interval("tick").wall_s == 23.0  # each consumer has its own window
+    with pytest.raises(KeyError):
+        clock.switch("lunch")
+
+
+def _per_rank_streams(shards: Path, world: int, block_steps: int) -> list[ClipStream]:
+    from trainkit import TINY
+
+    from vsyn.config import load_config
+    from vsyn.train.loop import loader_factory
+
+    cfg = load_config("tiny-cpu", [f"data.train={shards}", *TINY, "data.workers=0", "data.shuffle_buffer=2",
+                                   "data.reading=per_rank"])
+    return [ClipStream(loader_factory(cfg, rank=r, world=world), seed=3, block_steps=block_steps, rank=r,
+                       world=world, per_rank=True) for r in range(world)]
+
+
+@pytest.mark.parametrize("world", [2, 4])  # 3 shards: dealt whole to 2 ranks, sample by sample to 4
+def test_per_rank_reading_sees_no_clip_twice_in_a_block_and_seeks_exactly(shards, world):
+    """data.reading=per_rank: each rank reads batch/world clips of its own; within a block no clip reaches two
+    ranks (or one rank twice), and a rank's stream repositioned at any step continues exactly (resume)."""
+    block, steps = 3, 6
+    batches = []
+    for stream in _per_rank_streams(shards, world, block):
+        stream.seek(0)
+        batches.append([stream.next() for _ in range(steps)])
+        stream.close()
+    for b in batches:
+        assert all(x["video"].shape[0] == 4 // world for x in b)
+    for first in range(0, steps, block):
+        keys = [k for rank in batches for x in rank[first:first + block] for k in x["__key__"]]
+        assert len(keys) == block * 4 and len(set(keys)) == len(keys), keys
+    everything = {k for rank in batches for x in rank for k in x["__key__"]}
+    assert len(everything) > block * 4  # the next block is a fresh draw, not the same clips again
+    for start in (1, 4):
+        for rank, stream in enumerate(_per_rank_streams(shards, world, block)):
+            stream.seek(start)
+            for i in range(start, steps):
+                got = stream.next()
+                assert got["__key__"] == batches[rank][i]["__key__"]
+                assert torch.equal(got["video"], batches[rank][i]["video"])
+            stream.close()
+
+
+def test_stream_lookahead_starts_the_next_reader_early_and_gives_the_same_batches():
+    opened: list[int] = []  # stream step at which each reader was made
+    fake = _fake_factory()
+
+    def factory(seed):
+        opened.append(stream.step)
+        return fake(seed)
+
+    plain = ClipStream(_fake_factory(), seed=1, block_steps=7, rank=0, world=1)
+    plain.seek(0)
+    stream = ClipStream(factory, seed=1, block_steps=7, rank=0, world=1, lookahead=3)
+    stream.seek(0)
+    for _ in range(20):
+        assert torch.equal(stream.next()["video"], plain.next()["video"])
+    # blocks 1, 2, 3 made 3 steps before they begin; the fake's 5-batch epochs make a second reader at steps 5, 12, 19
+    assert opened == [0, 4, 5, 11, 12, 18, 19]
+
+
+def test_training_reader_skips_motion_labels_and_reads_the_same_frames(shards):
+    """The trainer's reader decodes no flow/mask (its losses read frames only); the frames are the ones a reader
+    with labels gives for the same seed."""
+    from trainkit import TINY
+
+    from vsyn.config import load_config
+    from vsyn.data import make_loader
+    from vsyn.train.loop import loader_factory
+
+    cfg = load_config("tiny-cpu", [f"data.train={shards}", *TINY, "data.workers=0"])
+    plain = next(iter(loader_factory(cfg)(5)))
+    labelled = next(iter(make_loader(shards, frames=9, batch_size=4, workers=0, shuffle_buffer=16, seed=5, size=32,
+                                     epoch_samples=cfg.train.data_block_steps * 4)))
+    assert "flow" in labelled and "mask" in labelled and "flow" not in plain and "mask" not in plain
+    assert plain["__key__"] == labelled["__key__"] and torch.equal(plain["video"], labelled["video"])
+
+
+@pytest.mark.filterwarnings("error::tqdm.TqdmWarning")  # tqdm warns (clamping frac) past 100%
+def test_progress_stays_within_100_percent_and_eta_is_never_negative():
+    from vsyn.train.logs import Progress
+
+    progress = Progress(True, total_kimg=0.02, start_kimg=0.0)
+    try:
+        progress.tick(0.008, 1, 0)
+        progress._last_draw = 0.0
+        progress.update(0.024)  # the last step overshoots total_kimg by part of a batch
+        assert progress.bar.n <= progress.bar.total and progress.bar.total == pytest.approx(0.024)
+        line = progress.tick(0.024, 4, 0)
+        assert "ETA     0.0 min" in line and "gpu_mem" not in line  # no negative ETA; no GPU figure on a CPU
+    finally:
+        progress.close()
+    resumed = Progress(True, total_kimg=0.02, start_kimg=0.03)  # total_kimg lowered below the checkpoint's kimg
+    try:
+        assert resumed.bar.total >= resumed.bar.n
+    finally:
+        resumed.close()

@@ -58,9 +58,21 @@ def run_train(run_dir: Path, shards: Path, *extra: str, env: dict[str, str] | No
 
 
 def read_losses(run_dir: Path) -> dict[int, dict[str, float]]:
-    """step -> the scalars logged for it (the last record wins, as after a resume)."""
+    """step -> the scalars logged for it (records of one step merge, the last value wins, as after a resume;
+    snapshot metrics add `metrics/<name>` keys to the step that ended before the snapshot), without the loop's
+    wall-time breakdown (`time/*`: measured, so different in every run; read_times has them)."""
+    return {step: {k: v for k, v in rec.items() if not k.startswith("time/")} for step, rec in _records(run_dir).items()}
+
+
+def read_times(run_dir: Path) -> dict[int, dict[str, float]]:
+    """step -> the `time/*` scalars logged with it (the steps that end a logging interval)."""
+    out = {step: {k: v for k, v in rec.items() if k.startswith("time/")} for step, rec in _records(run_dir).items()}
+    return {step: rec for step, rec in out.items() if rec}
+
+
+def _records(run_dir: Path) -> dict[int, dict[str, float]]:
     out: dict[int, dict[str, float]] = {}
     for line in (run_dir / "logs" / "stats.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        out[rec.pop("step")] = rec
+        out.setdefault(rec.pop("step"), {}).update(rec)
     return out

@@ -37,6 +37,7 @@ def describe(cfg: Config) -> dict[str, Any]:
         "name": cfg.name,
         "resolution": cfg.model.resolution,
         "frames": cfg.model.frames,
+        "head": cfg.model.head,
         "networks": {
             key: {
                 "class": type(net).__name__,
@@ -58,7 +59,8 @@ def handler(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     m = cfg.model
-    print(f"{info['name']}: {m.generator} generator, {m.resolution} px, {m.frames} frames")
+    head = f"motion head ({m.motion_field} field, up to {m.max_speed:g} px/frame)" if m.head == "motion" else "pixel head"
+    print(f"{info['name']}: {m.generator} generator, {head}, {m.resolution} px, {m.frames} frames")
     print(f"{'network':<16} {'class':<18} {'params':>12} {'+SN u/v':>12}")
     nets = info["networks"].values()
     for key, net in info["networks"].items():

@@ -1,4 +1,5 @@
-"""Clip-level augmentation on numpy arrays: temporal window, horizontal flip, crop. Motion labels follow the pixels.
+"""Clip-level augmentation on numpy arrays: temporal window, horizontal flip, crop, resize. Motion labels follow the
+pixels.
 
 Shapes: video uint8 (T,H,W,3); flow float (T-1,2,H,W) in pixels per frame, dx then dy; mask uint8 (H,W).
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 
 @dataclass
@@ -56,3 +58,33 @@ def crop(clip: Clip, size: int, rng: np.random.Generator | None) -> Clip:
         clip.flow[..., y : y + size, x : x + size] if clip.flow is not None else None,
         clip.mask[y : y + size, x : x + size] if clip.mask is not None else None,
     )
+
+
+def fit(clip: Clip, size: int) -> Clip:
+    """Short side resized to ``size`` (aspect kept), then the centre square: what the packer and `vsyn animate` do
+    to a picture, so a model fed larger clips sees whole scenes, never a silent crop of a quarter of each.
+
+    Frames: Lanczos, as `vsyn.inference.fit_image`. Flow: each component area-averaged (box filter) and scaled by
+    the resize factor of its axis, so it stays in pixels per frame of the new grid. Mask: nearest neighbour.
+    Only shrinks: a clip smaller than ``size`` raises.
+    """
+    h, w = clip.video.shape[1:3]
+    if (h, w) == (size, size):
+        return clip
+    if size > min(h, w):
+        raise ValueError(f"clip is {h}x{w}, smaller than the requested {size} px")
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    video = np.stack([np.asarray(Image.fromarray(f).resize((nw, nh), Image.Resampling.LANCZOS)) for f in clip.video])
+    flow = None
+    if clip.flow is not None:
+        factors = (nw / w, nh / h)  # dx, dy
+        flow = np.stack([
+            np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f[c], np.float32), mode="F")
+                                 .resize((nw, nh), Image.Resampling.BOX)) * factors[c] for c in (0, 1)])
+            for f in clip.flow
+        ]).astype(np.float32)
+    mask = None
+    if clip.mask is not None:
+        mask = np.asarray(Image.fromarray(clip.mask).resize((nw, nh), Image.Resampling.NEAREST))
+    return crop(Clip(video, flow, mask), size, None)

@@ -2,7 +2,9 @@
 
 Training: every (rank, worker) draws shards at random with replacement from its own seeded stream (so streams are
 independent and the run never runs dry), shuffles raw samples in a buffer, and the loader yields a fixed number of
-batches per epoch, the same on every rank, so DDP ranks stay in lock-step.
+batches per epoch, the same on every rank, so DDP ranks stay in lock-step. With ``disjoint=True`` the readers
+instead go through endless passes over the shards, each pass in an order shuffled from the seed (the same for
+every reader) and dealt out as in evaluation, so within a pass no sample goes to two (rank, worker) readers.
 Evaluation: shards are dealt to (rank, worker) pairs -- or, with fewer shards than readers, samples are dealt by
 index -- so one pass yields every readable sample exactly once across all ranks and workers; the last batch may
 be short.
@@ -14,6 +16,7 @@ them ``flow`` float32 (B,T-1,2,H,W) and ``mask`` uint8 (B,H,W). Faults are count
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import signal
 import weakref
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vsyn.data.clips import Clip, crop, hflip, window, window_flow
+from vsyn.data.clips import Clip, crop, fit, hflip, window, window_flow
 from vsyn.data.decode import decode_flow, decode_mask, decode_video, metadata, num_frames
 from vsyn.data.faults import FATAL_KEY, FAULTS_KEY, FaultLog, FaultReport, NothingReadable, NullFaultLog
 from vsyn.data.samples import Shard, read_shard
@@ -35,10 +38,11 @@ MODES = ("train", "eval")
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """DataLoader workers ignore SIGTERM and SIGUSR2: the trainer's main process handles them (checkpoint, requeue)
-    and then shuts the workers down itself; a worker dying first would only turn that into a crash."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    """DataLoader workers ignore SIGTERM, SIGUSR2 and SIGINT (a terminal's Ctrl-C reaches them too): the trainer's
+    main process handles them (checkpoint, requeue) and then shuts the workers down itself; a worker dying first
+    would only turn that into a crash."""
+    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -56,9 +60,10 @@ class ClipSpec:
 
     frames: int
     stride: int = 1
-    size: int | None = None  # crop to size x size (random position with random_crop); None keeps the stored size
+    size: int | None = None  # size x size: random crops with random_crop (training), else resized (clips.fit)
     flip: bool = True
     random_crop: bool = False
+    labels: bool = True  # decode the motion labels (flow, mask) when the shards hold them; training needs none
 
 
 def _shuffle(samples: Iterator[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
@@ -101,9 +106,11 @@ class ClipDataset(IterableDataset):
         seed: int,
         rank: int,
         world_size: int,
+        disjoint: bool = False,
     ) -> None:
         self.shards, self.spec, self.batch_size, self.train = shards, spec, batch_size, train
         self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
+        self.disjoint = disjoint
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -111,10 +118,12 @@ class ClipDataset(IterableDataset):
         faults = FaultLog([s.url for s in self.shards], limit=max(100, 10 * len(self.shards)))
         rng = np.random.default_rng([self.seed, self.rank, worker])
         try:
+            reader, readers = self.rank * workers + worker, self.world_size * workers
             if self.train:
-                raw = _shuffle(self._resampled(rng, faults), self.shuffle_buffer, rng)
+                source = self._passes(reader, readers, faults) if self.disjoint else self._resampled(rng, faults)
+                raw = _shuffle(source, self.shuffle_buffer, rng)
             else:
-                raw = self._dealt(self.rank * workers + worker, self.world_size * workers, faults)
+                raw = self._dealt(reader, readers, faults, self.shards)
             for batch in self._batches(self._clips(raw, rng if self.train else None, faults)):
                 batch[FAULTS_KEY] = faults.drain()
                 yield batch
@@ -128,13 +137,26 @@ class ClipDataset(IterableDataset):
         while True:
             yield from read_shard(self.shards[int(rng.integers(len(self.shards)))], faults)
 
-    def _dealt(self, reader: int, readers: int, faults: FaultLog) -> Iterator[dict]:
-        if len(self.shards) >= readers:
-            for shard in self.shards[reader::readers]:
+    def _passes(self, reader: int, readers: int, faults: FaultLog) -> Iterator[dict]:
+        """Endless passes over the shards, each in its own order (from the seed, so every reader deals the same
+        pass), this reader keeping its share of each."""
+        for n in itertools.count():
+            order = np.random.default_rng([self.seed, n]).permutation(len(self.shards))
+            got = 0
+            for sample in self._dealt(reader, readers, faults, [self.shards[i] for i in order]):
+                got += 1
+                yield sample
+            if got == 0 and not faults.pending:
+                raise NothingReadable(f"a pass over {len(self.shards)} shard(s) left reader {reader} of {readers} "
+                                      "(ranks x workers) no sample: fewer samples than readers")
+
+    def _dealt(self, reader: int, readers: int, faults: FaultLog, shards: list[Shard]) -> Iterator[dict]:
+        if len(shards) >= readers:
+            for shard in shards[reader::readers]:
                 yield from read_shard(shard, faults)
             return
         index = 0  # fewer shards than readers: all read everything, each keeps every readers-th sample
-        for i, shard in enumerate(self.shards):
+        for i, shard in enumerate(shards):
             for sample in read_shard(shard, faults if i % readers == reader else NullFaultLog()):
                 if index % readers == reader:
                     yield sample
@@ -159,14 +181,15 @@ class ClipDataset(IterableDataset):
         spec = self.spec
         meta = metadata(sample)
         indices = window(num_frames(sample, meta), spec.frames, spec.stride, rng)
-        flow = decode_flow(sample)
+        flow = decode_flow(sample) if spec.labels else None
         clip = Clip(
             decode_video(sample, meta, indices),
             window_flow(flow, indices) if flow is not None else None,
-            decode_mask(sample),
+            decode_mask(sample) if spec.labels else None,
         )
         if spec.size is not None and clip.video.shape[1:3] != (spec.size, spec.size):
-            clip = crop(clip, spec.size, rng if spec.random_crop else None)
+            # random_crop asks for crops (training augmentation); otherwise whole scenes, resized
+            clip = crop(clip, spec.size, rng) if spec.random_crop and rng is not None else fit(clip, spec.size)
         if spec.flip and rng is not None and rng.random() < 0.5:
             clip = hflip(clip)
         return clip
@@ -226,6 +249,11 @@ class ShardLoader:
                 n += 1
                 yield batch
 
+    def start(self) -> None:
+        """Start the training stream's worker processes now (they read ahead), not at the first batch."""
+        if self.train and self._stream is None:
+            self._stream = _start(self._loader)
+
     def close(self) -> None:
         """Stop the training stream's worker processes now."""
         stream, self._stream = self._stream, None
@@ -275,24 +303,32 @@ def make_loader(
     world_size: int | None = None,
     pin_memory: bool = False,
     timeout_s: float = 600.0,
+    splits: Sequence[str] | None = None,
+    disjoint: bool = False,
+    labels: bool = True,
 ) -> ShardLoader:
     """Batches of ``batch_size`` clips of ``frames`` frames from the shards behind ``urls``.
 
     ``epoch_samples``: clips per epoch over all ranks (training; default: the manifest's count, else endless).
     ``rank``/``world_size``: override torch.distributed/env, e.g. ``0, 1`` to read the same stream on every rank.
     ``timeout_s``: a worker that yields no batch for this long raises instead of hanging the run.
+    ``splits``: read the first of these splits a manifest has (``vsyn.data.urls.TRAIN_SPLITS``/``EVAL_SPLITS``);
+    None reads what ``urls`` names.
+    ``disjoint``: training readers deal passes over the shards instead of resampling them (see the module doc).
+    ``labels=False``: skip the motion labels (``flow``, ``mask``) even where the shards hold them: the trainer uses
+    none, and at 64 px a procedural clip's flow is larger than its frames.
     """
     if mode not in MODES:
         raise VsynError(f"data mode must be one of {MODES}, not {mode!r}")
     if frames < 1 or batch_size < 1 or stride < 1:
         raise VsynError(f"frames, batch_size and stride must be >= 1 (got {frames}, {batch_size}, {stride})")
-    shards = resolve(urls)
+    shards = resolve(urls, splits)
     rank, world_size = dist_info(rank, world_size)
     train = mode == "train"
-    spec = ClipSpec(frames=frames, stride=stride, size=size, flip=flip, random_crop=random_crop)
+    spec = ClipSpec(frames=frames, stride=stride, size=size, flip=flip, random_crop=random_crop, labels=labels)
     dataset = ClipDataset(
         shards, spec, batch_size=batch_size, train=train, shuffle_buffer=shuffle_buffer if train else 0,
-        seed=seed, rank=rank, world_size=world_size,
+        seed=seed, rank=rank, world_size=world_size, disjoint=disjoint,
     )
     loader = DataLoader(
         dataset,

@@ -1,14 +1,16 @@
 """One pass over real clips that computes every requested metric for a generator.
 
 Each real clip's frame 0 conditions the generator; generated clips are rounded to 8-bit (what users get) and
-compared with the real clip they came from (PSNR/SSIM/LPIPS/motion) and, as distributions, through detector
-features (FVD/FID). Real-data feature statistics are cached on disk keyed by (dataset manifest, protocol,
-detector sha256), so a snapshot evaluation only pays for the generated side after the first time.
+compared with the real clip they came from (PSNR/SSIM/LPIPS/motion, over frames 1..T-1 with T = `EvalSettings.frames`,
+default the generator's training length, whatever else is asked) and, as distributions, through detector features
+(FVD/FID, over their protocol's frames). Real-data feature statistics are cached on disk keyed by (dataset manifest,
+protocol, detector sha256), so a snapshot evaluation only pays for the generated side after the first time.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +25,7 @@ from vsyn.metrics.fvd import load_video_detector, video_features
 from vsyn.metrics.protocol import Protocol, ProtocolCard, data_digest, load_stats, save_stats, standard_protocol, stats_path
 from vsyn.metrics.psnr import psnr_frames
 from vsyn.metrics.ssim import ssim_frames
-from vsyn.metrics.utils import (MomentAccumulator, all_gather_rows, all_ranks_true, local_share, rank_world, to_uint8_values,
-                                video_fn)
+from vsyn.metrics.utils import MomentAccumulator, all_gather_rows, all_ranks_true, local_share, rank_world, video_fn
 
 log = logging.getLogger(__name__)
 
@@ -33,36 +34,59 @@ PAIRED_METRICS = ("psnr", "ssim", "lpips")
 ALL_METRICS = FEATURE_METRICS + PAIRED_METRICS + ("motion",)
 
 
+BETTER = ("lower", "higher", "closer to 1", "reference")
+
+
 @dataclass(frozen=True)
 class MetricInfo:
-    lower_is_better: bool
+    better: str  # one of BETTER; "reference": a property of the data (the estimator's floor), not of the model
     unit: str
     doc: str
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.better == "lower"
 
 
 # Every scalar a run can report, with its direction: best-checkpoint selection minimises `selection_score`.
 METRICS: dict[str, MetricInfo] = {
-    "fvd16": MetricInfo(True, "", "FVD, 16 generated frames (1..16), I3D logits"),
-    "fvd128": MetricInfo(True, "", "FVD, 128 generated frames (1..128), I3D logits"),
-    "fid": MetricInfo(True, "", "FID over generated frames 1..16 (frame 0 excluded), Inception pool3"),
-    "psnr": MetricInfo(False, "dB", "PSNR of generated frames 1..T-1 vs the true frames"),
-    "ssim": MetricInfo(False, "", "SSIM (11x11 Gaussian, sigma 1.5) of frames 1..T-1 vs the true frames"),
-    "lpips": MetricInfo(True, "", "LPIPS v0.1 AlexNet of frames 1..T-1 vs the true frames"),
-    "motion_epe": MetricInfo(True, "px/frame", "flow endpoint error over the moving region (procedural data)"),
-    "motion_speed_ratio": MetricInfo(False, "", "estimated / true speed over the moving region; 1 is right"),
-    "motion_leak": MetricInfo(True, "8-bit levels", "mean |x_t - x_{t-1}| over the static region"),
-    "motion_drift": MetricInfo(True, "8-bit levels", "mean |x_t - x_0| over the static region"),
-    "motion_psnr": MetricInfo(False, "dB", "PSNR vs the true frames on procedural data"),
+    "fvd16": MetricInfo("lower", "", "FVD, 16 generated frames (1..16), I3D logits"),
+    "fvd128": MetricInfo("lower", "", "FVD, 128 generated frames (1..128), I3D logits"),
+    "fid": MetricInfo("lower", "", "FID over generated frames 1..16 (frame 0 excluded), Inception pool3"),
+    "psnr": MetricInfo("higher", "dB", "PSNR of generated frames 1..T-1 vs the true frames"),
+    "ssim": MetricInfo("higher", "", "SSIM (11x11 Gaussian, sigma 1.5) of frames 1..T-1 vs the true frames"),
+    "lpips": MetricInfo("lower", "", "LPIPS v0.1 AlexNet of frames 1..T-1 vs the true frames"),
+    "motion_leak": MetricInfo("lower", "share", "static pixels x frames changed > 12/255 from frame 0"),
+    "motion_static_change": MetricInfo("lower", "8-bit levels", "mean |x_t - x_0| over the static region"),
+    "motion_speed_ratio": MetricInfo("closer to 1", "", "estimated speed, generated / true clip (same estimator)"),
+    "motion_epe": MetricInfo("lower", "px/frame", "flow endpoint error vs the true flow, moving region"),
+    "motion_epe_bestk": MetricInfo("lower", "px/frame", "endpoint error of the best of K samples per clip"),
+    "motion_dir_cos": MetricInfo("higher", "", "cosine of estimated and true flow fields (1 same, 0 none)"),
+    "motion_dir_cos_bestk": MetricInfo("higher", "", "field cosine of the best of K samples per clip"),
+    "motion_dir_cos_pixel": MetricInfo("higher", "", "mean per-pixel cosine of estimated and true flow"),
+    "motion_warp_error": MetricInfo("lower", "8-bit levels", "|x_t - x_{t+1} warped by its own estimated flow|"),
+    "motion_psnr_moving": MetricInfo("higher", "dB", "PSNR vs the true frames over the moving region"),
+    "motion_frame0_psnr": MetricInfo("higher", "dB", "frame 0 vs the input (100 = copied exactly)"),
+    "motion_score": MetricInfo("lower", "", "leak + min(|log2 speed ratio|, 1) + (1 - dir cos best-of-K) / 2"),
+    "motion_floor_epe": MetricInfo("reference", "px/frame", "the flow estimator's own EPE on the true clips"),
+    "motion_floor_speed_ratio": MetricInfo("reference", "", "estimated / true speed on the true clips"),
+    "motion_floor_warp_error": MetricInfo("reference", "8-bit levels", "warp error of the true clips"),
 }
-_SELECT_ALIAS = {"motion": "motion_epe"}
+_SELECT_ALIAS = {"motion": "motion_score"}
 
 
 def selection_score(name: str, value: float) -> float:
-    """Lower is better for every metric after this: value, or -value for higher-is-better metrics."""
+    """Lower is better for every metric after this: value, -value for higher-is-better metrics, |ln value| for
+    ratios whose right value is 1."""
     name = _SELECT_ALIAS.get(name, name)
     if name not in METRICS:
         raise VsynError(f"unknown metric {name!r} (known: {', '.join(METRICS)})")
-    return value if METRICS[name].lower_is_better else -value
+    better = METRICS[name].better
+    if better == "reference":
+        raise VsynError(f"{name} describes the data, not the model: select on another metric")
+    if better == "closer to 1":
+        return abs(math.log(value)) if value > 0 else math.inf
+    return value if better == "lower" else -value
 
 
 def parse_metrics(names: str | Iterable[str]) -> list[str]:
@@ -93,6 +117,8 @@ class EvalSettings:
     detectors: dict[str, torch.nn.Module] = field(default_factory=dict)  # preloaded (tests: random init)
     detector_sha256: dict[str, str] = field(default_factory=dict)  # digests of preloaded detectors
     split: str = ""
+    frames: int | None = None  # T for PSNR/SSIM/LPIPS/motion (input included); None: the generator's training length
+    motion_samples: int = 8  # K samples per clip for the motion metrics of a stochastic generator
     # True: every rank reads the same clip stream (make_loader(..., rank=0, world_size=1)) and keeps clips
     # i % world == rank among the first n, so the evaluated set is the first n clips whatever the world size (and
     # cached real statistics stay valid). False: each rank's loader already holds its own shards.
@@ -110,9 +136,24 @@ def build_protocols(names: list[str], settings: EvalSettings) -> dict[str, Proto
     return protos
 
 
-def required_frames(names: list[str], protocols: dict[str, Protocol], minimum: int = 2) -> int:
-    """Clip length the loader must deliver (input frame included)."""
-    return max([minimum] + [p.clip_length for p in protocols.values()])
+DEFAULT_FRAMES = 25  # T for a generator that does not say its training length (ModelConfig.frames' default)
+
+
+def clip_frames(generator: object, settings: EvalSettings) -> int:
+    """T for the paired and motion metrics: the setting, else the generator's training length."""
+    t = settings.frames or getattr(generator, "frames", None) or DEFAULT_FRAMES
+    if t < 2:
+        raise VsynError(f"metrics need clips of at least 2 frames (the input and one generated), not {t}")
+    return int(t)
+
+
+def required_frames(names: list[str], protocols: dict[str, Protocol], frames: int) -> int:
+    """Clip length the loader must deliver (input frame included): T for the paired and motion metrics, whatever
+    other metrics are asked, and each feature protocol's length."""
+    need = [p.clip_length for p in protocols.values()]
+    if any(n in names for n in PAIRED_METRICS + ("motion",)):
+        need.append(frames)
+    return max(need or [frames])
 
 
 def _detector(protocol: Protocol, settings: EvalSettings) -> tuple[torch.nn.Module, str]:
@@ -132,11 +173,16 @@ def evaluate(generator: object, loader: Iterable[dict], names: list[str], data_u
     rank reads the same stream and keeps clips i % world == rank of the first n; otherwise each rank's loader holds
     its own shards and it takes its share of n. Moments are all-reduced and rows all-gathered, so every rank returns
     the same values."""
+    from vsyn.metrics import motion
+
     names = parse_metrics(names)
     protocols = build_protocols(names, settings)
-    need = required_frames(names, protocols)
+    frames = clip_frames(generator, settings)
+    need = required_frames(names, protocols, frames)
     device = torch.device(settings.device)
-    fn = video_fn(generator, seed=settings.seed, device=device)
+    reference = getattr(generator, "reads_real_clip", False)  # motion.TrueClip: the true clip is the "generated" one
+    fn = None if reference else video_fn(generator, seed=settings.seed, device=device)
+    k = settings.motion_samples if "motion" in names and motion.is_stochastic(generator) else 1
     digest = data_digest(data_url)
     cache_dir = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
 
@@ -188,8 +234,9 @@ def evaluate(generator: object, loader: Iterable[dict], names: list[str], data_u
             raise VsynError(f"clips have {t} frames but the requested metrics need {need} (frame 0 + generated)")
         real = real[:, :need].to(device)
         # Generated clips become uint8 once, like real ones on disk: every metric then sees exactly what a user gets,
-        # and every later /255 happens in float64.
-        fake = to_uint8_values(fn(real[:, 0].float() / 255, need)).to(device=device, dtype=torch.uint8)
+        # and every later /255 happens in float64. Sample 0 serves every metric, the others only motion's best-of-K.
+        samples = [x.to(device) for x in motion.generate_samples(generator, fn, real, need, k)]
+        fake = samples[0]
         if fake.shape != real.shape:
             raise VsynError(f"generator returned {tuple(fake.shape)} for real clips {tuple(real.shape)}")
         for f in feats.values():
@@ -200,24 +247,23 @@ def evaluate(generator: object, loader: Iterable[dict], names: list[str], data_u
                 f["real"].update(extract(det, real, proto, batch=settings.batch, bf16=settings.bf16))
         if any(n in names for n in PAIRED_METRICS):
             cols = []
-            cols.append(psnr_frames(fake[:, 1:], real[:, 1:]).mean(dim=1) if "psnr" in names else torch.zeros(b))
-            cols.append(ssim_frames(fake[:, 1:], real[:, 1:]).mean(dim=1) if "ssim" in names else torch.zeros(b))
+            gen, true = fake[:, 1:frames], real[:, 1:frames]
+            cols.append(psnr_frames(gen, true).mean(dim=1) if "psnr" in names else torch.zeros(b))
+            cols.append(ssim_frames(gen, true).mean(dim=1) if "ssim" in names else torch.zeros(b))
             if lpips_model is not None:
                 with torch.no_grad():
-                    d = lpips_model(fake[:, 1:].reshape(-1, *fake.shape[2:]).float() / 255,
-                                    real[:, 1:].reshape(-1, *real.shape[2:]).float() / 255)
+                    d = lpips_model(gen.reshape(-1, *gen.shape[2:]).float() / 255,
+                                    true.reshape(-1, *true.shape[2:]).float() / 255)
                 cols.append(d.reshape(b, -1).double().mean(dim=1))
             else:
                 cols.append(torch.zeros(b))
             rows.append(torch.stack([c.double().cpu() for c in cols], dim=1))
         if "motion" in names:
-            from vsyn.metrics.motion import _clip_rows
-
             if "flow" not in batch or "mask" not in batch:
                 raise VsynError("metric 'motion' needs procedural shards (samples with flow.npy and mask.npy)")
-            flow = torch.as_tensor(batch["flow"])[keep][:, : need - 1].to(device)
-            mask = torch.as_tensor(batch["mask"])[keep].to(device)
-            motion_rows.append(_clip_rows(fake, real, flow, mask, border=4, floor=False))
+            flow = torch.as_tensor(batch["flow"])[keep][:, : frames - 1]
+            mask = torch.as_tensor(batch["mask"])[keep]
+            motion_rows.append(motion.clip_rows([x[:, :frames] for x in samples], real[:, :frames], flow, mask))
         mine += b
         if seen >= want:
             break
@@ -257,12 +303,7 @@ def evaluate(generator: object, loader: Iterable[dict], names: list[str], data_u
             if name in names:
                 values[name] = float(r[:, i].mean())
     if "motion" in names:
-        local = torch.cat(motion_rows) if motion_rows else torch.zeros(0, 8 + need - 1, dtype=torch.float64)
-        m = all_gather_rows(local.to(device)).cpu().double()
-        s = m.sum(dim=0)
-        values["motion_epe"] = float(s[0] / s[3].clamp_min(1))
-        values["motion_speed_ratio"] = float(s[1] / s[2].clamp_min(1e-12))
-        values["motion_leak"] = float(s[4] / s[6].clamp_min(1))
-        values["motion_drift"] = float(s[5] / s[6].clamp_min(1))
-        values["motion_psnr"] = float(m[:, 8:].mean())
+        width = len(motion.COLUMNS) + frames - 1
+        local = torch.cat(motion_rows) if motion_rows else torch.zeros(0, width, dtype=torch.float64)
+        values.update(motion.summarize(all_gather_rows(local.to(device)).cpu().double()))
     return values, cards

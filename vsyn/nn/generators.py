@@ -16,6 +16,9 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from vsyn.config import ModelConfig
 from vsyn.nn.layers import BNResBlock, ConvGRU, DownBlock, StyledConv, ToRGB
+from vsyn.nn.motion import FIELD_KINDS, HEAD_CHANNELS, MotionFields, compose, decode_head, moving_mask
+
+HEADS = ("pixels", "motion")
 
 # Channel multipliers per decoder level (coarse to fine); a generator of `depth` levels keeps the last depth+1.
 CH_MULT = (8, 8, 8, 8, 8, 8, 4, 2, 1)
@@ -63,6 +66,8 @@ class StyleRNNGenerator(nn.Module):
 
     Beyond the original: `latent_noise=True` adds a per-video z (noise_dim) mapped linearly onto the constant input,
     so one image can have several futures; with it off the network is the original's, parameter for parameter.
+    `head="motion"` reads motion fields instead of RGB from the last layer and warps the input (vsyn.nn.motion);
+    `head="pixels"` (default) is the original's ToRGB + tanh.
     """
 
     def __init__(
@@ -75,9 +80,16 @@ class StyleRNNGenerator(nn.Module):
         style_dim: int = 256,
         latent_noise: bool = False,
         noise_dim: int = 64,
+        head: str = "pixels",
+        motion_field: str = "eulerian",
+        max_speed: float = 2.0,
     ):
         super().__init__()
+        if head not in HEADS or motion_field not in FIELD_KINDS:
+            raise ValueError(f"head must be one of {HEADS} and motion_field one of {FIELD_KINDS}")
         self.resolution, self.frames, self.style_dim = resolution, frames, style_dim
+        self.head, self.motion_field, self.max_speed = head, motion_field, float(max_speed)
+        self.last_fields: MotionFields | None = None  # the latest forward's fields (training regularisers read them)
         self.depth = pyramid_depth(resolution, start_fp, max_fp)
         self.latent = resolution >> self.depth
         if self.depth < 1 or self.latent < 4:
@@ -99,7 +111,10 @@ class StyleRNNGenerator(nn.Module):
         self.grus = nn.ModuleList(ConvGRU(w, w) for w in widths[:-1])
         self.up_convs = nn.ModuleList(StyledConv(w, w, style_dim, up=True) for w in widths[:-1])
         self.convs = nn.ModuleList(StyledConv(a, b, style_dim) for a, b in zip(widths[:-1], widths[1:]))
-        self.to_rgb = ToRGB(ch, style_dim)
+        if head == "pixels":
+            self.to_rgb = ToRGB(ch, style_dim)
+        else:
+            self.to_motion = ToRGB(ch, style_dim, out_ch=HEAD_CHANNELS)
 
     def sample_noise(
         self, batch: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
@@ -114,6 +129,30 @@ class StyleRNNGenerator(nn.Module):
         _check_image(image, self.resolution)
         steps = (num_frames or self.frames) - 1
         assert steps >= 1, "num_frames must be >= 2"
+        if self.head == "motion":
+            fields = self.motion_fields(image, num_frames, noise)
+            training = self.training and torch.is_grad_enabled()
+            self.last_fields = fields if training else None  # for the loss's field regularisers (G step only)
+            mask = moving_mask(fields.moving, straight_through=training)
+            frames = compose(image, fields.offsets(), fields.blend, fields.appearance, mask)
+            return torch.cat([image[:, None], frames.to(image.dtype)], dim=1)
+        x, style = self._decode(image, steps, noise)
+        rgb = torch.tanh(self.to_rgb(x.flatten(0, 1), style)).reshape(image.shape[0], steps, 3, *image.shape[-2:])
+        # Concatenating the image itself (not (2x−1+1)/2) keeps frame 0 bit-exact.
+        return torch.cat([image[:, None], (rgb + 1) / 2], dim=1)
+
+    def motion_fields(self, image: Tensor, num_frames: int | None = None, noise: Tensor | None = None) -> MotionFields:
+        """The motion head's fields for frames 1..T−1 at model resolution (vsyn.nn.motion)."""
+        assert self.head == "motion", "motion_fields needs head='motion'"
+        _check_image(image, self.resolution)
+        steps = (num_frames or self.frames) - 1
+        assert steps >= 1, "num_frames must be >= 2"
+        x, style = self._decode(image, steps, noise)
+        raw = self.to_motion(x.flatten(0, 1), style).reshape(image.shape[0], steps, HEAD_CHANNELS, *image.shape[-2:])
+        return decode_head(raw, self.motion_field, self.max_speed)
+
+    def _decode(self, image: Tensor, steps: int, noise: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Encoder, style and the recurrent decoder: (last level's maps (B, T', ch, H, W), style (B, style_dim))."""
         b = image.shape[0]
         feats = self.encoder(image * 2 - 1)
         style = self.style_head(feats[0])  # (B, style_dim)
@@ -127,9 +166,7 @@ class StyleRNNGenerator(nn.Module):
             h = gru(x, h0, steps)  # (B, T', C, r, r)
             y = conv(up_conv(h.flatten(0, 1), style), style)  # all B·T' frames at once
             x = y.reshape(b, steps, *y.shape[1:])
-        rgb = torch.tanh(self.to_rgb(x.flatten(0, 1), style)).reshape(b, steps, 3, *image.shape[-2:])
-        # Concatenating the image itself (not (2x−1+1)/2) keeps frame 0 bit-exact.
-        return torch.cat([image[:, None], (rgb + 1) / 2], dim=1)
+        return x, style
 
 
 class DVDGANGenerator(nn.Module):
@@ -179,7 +216,8 @@ def build_generator(model_cfg: ModelConfig) -> StyleRNNGenerator | DVDGANGenerat
     m = model_cfg
     if m.generator == "style_rnn":
         return StyleRNNGenerator(
-            m.resolution, m.ch_g, m.frames, m.start_fp, m.max_fp, m.style_dim, m.latent_noise, m.noise_dim
+            m.resolution, m.ch_g, m.frames, m.start_fp, m.max_fp, m.style_dim, m.latent_noise, m.noise_dim,
+            head=m.head, motion_field=m.motion_field, max_speed=m.max_speed,
         )
     if m.generator == "dvdgan":
         return DVDGANGenerator(m.resolution, m.ch_g, m.frames)

@@ -262,12 +262,13 @@ class StyledConv(nn.Module):
 
 
 class ToRGB(nn.Module):
-    """1×1 modulated conv without demodulation plus an RGB bias (init 0)."""
+    """1×1 modulated conv without demodulation plus a per-channel bias (init 0). Three channels for the pixel head;
+    the motion head reads its fields through the same layer with more channels (vsyn.nn.motion)."""
 
-    def __init__(self, in_ch: int, style_dim: int):
+    def __init__(self, in_ch: int, style_dim: int, out_ch: int = 3):
         super().__init__()
-        self.conv = ModulatedConv2d(in_ch, 3, 1, style_dim, demodulate=False)
-        self.bias = nn.Parameter(torch.zeros(3))
+        self.conv = ModulatedConv2d(in_ch, out_ch, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(out_ch))
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
         return self.conv(x, style) + self.bias[:, None, None]

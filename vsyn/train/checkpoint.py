@@ -9,7 +9,9 @@ Layout of `run_dir/checkpoints/ckpt-<step>/`:
 
 All ranks write into `.tmp-ckpt-<step>` (DeepSpeed saves are collective and sharded), rank 0 finishes the
 snapshot, marks it complete and renames it into place; a crash at any point leaves either the previous
-checkpoint set or a stale temp dir that the next run deletes. Resume picks the newest complete one.
+checkpoint set or a stale temp dir that the next run deletes. Resume picks the newest complete one. The loop
+normally writes the same layout from a background thread (async_checkpoint.py); `save_checkpoint` is the
+synchronous path (DeepSpeed, or train.async_checkpoint=false) and `commit` the last step of both.
 """
 
 from __future__ import annotations
@@ -59,15 +61,30 @@ def save_checkpoint(
     if rt.is_main:
         save_snapshot(tmp, rt.raw_generator, ema.model, cfg, step, kimg)
         (tmp / "state" / "trainer.json").write_text(json.dumps(trainer_state, indent=2))
-        (tmp / COMPLETE_MARKER).write_text("")
-        _fsync_dir(tmp)
-        if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-        prune(root, keep_last)
+        commit(tmp, final, keep_last)
     rt.barrier()
     return final
+
+
+def commit(tmp: Path, final: Path, keep_last: int, *, fsync_files: bool = False) -> None:
+    """Rank 0, once every rank's files are in `tmp`: mark it complete, rename it into place, prune old ones.
+
+    fsync_files: flush every file's data first (the background writer does; it costs the loop nothing there), so
+    a machine crash cannot leave a COMPLETE checkpoint whose files were still in the page cache."""
+    if fsync_files:
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                with path.open("rb") as f:
+                    os.fsync(f.fileno())
+            else:
+                _fsync_dir(path)
+    (tmp / COMPLETE_MARKER).write_text("")
+    _fsync_dir(tmp)
+    if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    prune(final.parent, keep_last)
 
 
 def update_trainer_state(ckpt: Path, **changes: Any) -> None:

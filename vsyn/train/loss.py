@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from vsyn import losses
 from vsyn.config import Config
 from vsyn.nn.input_grad import input_grad_convolutions
+from vsyn.nn.motion import MotionFields
 from vsyn.train.randomness import StepRandom
 from vsyn.train.runtime import Runtime
 
@@ -55,6 +56,13 @@ def _penalty_mode(critics: nn.Module) -> Iterator[None]:
             yield
     finally:
         critics.train(was_training)
+
+
+def motion_regularisers(fields: MotionFields) -> tuple[Tensor, Tensor]:
+    """(total variation of the velocity, mean moving probability) of the motion head's latest G-step fields."""
+    v = fields.velocity
+    tv = (v[..., 1:, :] - v[..., :-1, :]).abs().mean() + (v[..., :, 1:] - v[..., :, :-1]).abs().mean()
+    return tv, torch.sigmoid(fields.moving).mean()
 
 
 class VideoGANLoss:
@@ -108,7 +116,13 @@ class VideoGANLoss:
         gen = GENERATOR_LOSSES[self.kind]
         loss_s, loss_t = gen(s), gen(t)
         loss = self.lam_s * loss_s + self.lam_t * loss_t
-        return loss, {"G/loss": loss.detach(), "G/loss_spatial": loss_s.detach(), "G/loss_temporal": loss_t.detach()}
+        stats = {"G/loss_spatial": loss_s.detach(), "G/loss_temporal": loss_t.detach()}
+        fields = getattr(self.rt.raw_generator, "last_fields", None)
+        if fields is not None and (self.cfg.loss.motion_smooth or self.cfg.loss.motion_still):
+            smooth, still = motion_regularisers(fields)
+            loss = loss + self.cfg.loss.motion_smooth * smooth + self.cfg.loss.motion_still * still
+            stats |= {"G/motion_smooth": smooth.detach(), "G/motion_still": still.detach()}
+        return loss, {"G/loss": loss.detach(), **stats}
 
     # ---- penalties: raw module, per-sample, fp32 unless loss.penalty_precision=autocast
     def _penalty_autocast(self) -> contextlib.AbstractContextManager:

@@ -1,25 +1,30 @@
-"""Preemption signals: SIGTERM/SIGUSR2 only raise a flag; the loop saves at the next agreed step boundary.
+"""Preemption and Ctrl-C: SIGTERM/SIGUSR2/SIGINT only raise a flag; the loop saves at the next agreed step boundary.
 
 Saving inside a signal handler is unsafe (a collective half-done on one rank deadlocks the others), so the
-handler does nothing but set a flag. DataLoader workers inherit handlers on fork; they must ignore these signals
-so a preemption does not kill the input pipeline before the checkpoint is written (see `ignore_in_worker`).
+handler does nothing but set a flag. Ctrl-C (SIGINT) is handled alike -- a complete checkpoint, then exit -- and a
+second Ctrl-C exits at once without saving (KeyboardInterrupt). DataLoader workers inherit handlers on fork and,
+in a terminal, receive Ctrl-C too: they must ignore these signals so the input pipeline lives until the checkpoint
+is written (see `ignore_in_worker`).
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 
 REQUEUE_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+STOP_SIGNALS = (*REQUEUE_SIGNALS, signal.SIGINT)
 
 
 class PreemptionFlag:
-    """Installed for the duration of a run; `.requested` turns True once SIGTERM or SIGUSR2 arrives."""
+    """Installed for the duration of a run; `.requested` turns True once SIGTERM, SIGUSR2 or SIGINT arrives."""
 
-    def __init__(self, signals: tuple[signal.Signals, ...] = REQUEUE_SIGNALS) -> None:
+    def __init__(self, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
         self.signals = signals
         self.received: int | None = None
+        self.interrupted = False  # a Ctrl-C (SIGINT) was among the signals
         self._previous: dict[signal.Signals, object] = {}
 
     @property
@@ -27,7 +32,15 @@ class PreemptionFlag:
         return self.received is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.received = signum
+        if signum == signal.SIGINT:
+            if self.interrupted:
+                raise KeyboardInterrupt  # the second Ctrl-C: leave now, the newest complete checkpoint stays
+            self.interrupted = True
+            sys.stderr.write("\nvsyn: Ctrl-C: saving a checkpoint at the next step boundary, then exiting "
+                             "(Ctrl-C again exits at once without saving)\n")
+            sys.stderr.flush()
+        if self.received is None or signum != signal.SIGINT:
+            self.received = signum
 
     def __enter__(self) -> "PreemptionFlag":
         if threading.current_thread() is threading.main_thread():  # signal.signal only works there
@@ -42,6 +55,6 @@ class PreemptionFlag:
 
 
 def ignore_in_worker(worker_id: int | None = None) -> None:
-    """`worker_init_fn` for DataLoader workers: leave preemption signals to the main process."""
-    for sig in REQUEUE_SIGNALS:
+    """`worker_init_fn` for DataLoader workers: leave preemption signals and Ctrl-C to the main process."""
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)

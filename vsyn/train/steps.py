@@ -19,6 +19,8 @@ Limits (checked up front): one process, the DDP runtime (no DeepSpeed engines), 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,6 +32,8 @@ from vsyn.errors import VsynError
 from vsyn.train.loss import VideoGANLoss
 from vsyn.train.randomness import StepRandom
 from vsyn.train.runtime import Runtime, frozen
+
+log = logging.getLogger("vsyn.train")
 
 WARMUP_STEPS = 2  # eager calls per phase before capture: cuDNN autotuning and Adam's state need one; one spare
 Stats = dict[str, Tensor]
@@ -126,22 +130,40 @@ class CapturedStep:
         self.packed: Tensor | None = None  # the step's scalars, stacked (graph output)
         self.keys: list[str] = []
         self.stream = torch.cuda.Stream(device) if capture else None
+        self.timings: dict[str, float] = {}  # seconds of each eager warm-up call and of the capture (synchronised)
 
     def __call__(self, real: Tensor, rnd: StepRandom) -> Stats:
         self.calls += 1
         if self.calls <= self.warmup:
-            return self._eager(real, rnd)
+            with self._timed(f"eager {self.calls}"):
+                return self._eager(real, rnd)
         if self.real is None:
             self._prepare(real)
         self._fill(real, rnd)
         if self.capture and self.graph is None:
-            self._capture()
+            with self._timed("capture"):
+                self._capture()
+            log.info("CUDA graph captured after %s", ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
         if self.graph is not None:
             self.graph.replay()
             values = self.packed.clone()  # the next replay overwrites the output buffer
         else:
             values = self._packed_step()
         return dict(zip(self.keys, values.unbind()))
+
+    @contextlib.contextmanager
+    def _timed(self, name: str):
+        """Wall seconds of a warm-up call or the capture, the device synchronised on both sides (warm-up only:
+        where the first calls' cuDNN autotuning and the capture spend the start-up time)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.timings[name] = time.perf_counter() - t0
 
     @contextlib.contextmanager
     def _side_stream(self):
@@ -214,6 +236,10 @@ class TrainSteps:
         if self.mode == "graphs":
             check_cuda_graphs(cfg, rt.device, rt.world_size)
         self._captured: dict[str, CapturedStep] = {}
+
+    def warmup_timings(self) -> dict[str, dict[str, float]]:
+        """Per captured phase, seconds of its eager warm-up calls and of its capture (empty in eager mode)."""
+        return {key: dict(step.timings) for key, step in self._captured.items()}
 
     def _phase(self, key: str, fn: StepFn) -> CapturedStep:
         if key not in self._captured:

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The motion head on one GPU, in calls that fit a 10-minute command limit. Each phase appends its tables to
+# bench/RESULTS.md and copies that file (and what else the phase keeps) to $OUT.
+#
+#   bash bench/gpu_motion.sh speed     # training step, pixel vs motion head, both presets; full-resolution animation
+#   bash bench/gpu_motion.sh study     # pack train + held-out shards, start the three 64 px trainings (detached)
+#   bash bench/gpu_motion.sh wait      # report the trainings' progress (keeps the machine held)
+#   bash bench/gpu_motion.sh collect   # motion metrics of every snapshot, curves, the best motion model's weights
+#
+# On a box without the project's dependencies, carried wheels in .whl/ are installed to /tmp/site first (PyAV,
+# WebDataset); VSYN_COMMIT names the commit measured (the tree travels without .git).
+set -uo pipefail
+phase=${1:?phase: speed, study, wait or collect}
+W=${VSYN_GPU_WORK:-/root/vsyn-gpu}
+OUT=${OUT:-$W/out}
+mkdir -p "$W" "$OUT"
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+if [ -d .whl ] && [ ! -d /tmp/site/av ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=/tmp/site:$PWD
+if ! python3 -c 'import importlib.metadata as m; m.distribution("vsyn")' 2> /dev/null &&
+   [ ! -d /tmp/site/vsyn_checkout-0.dist-info ]; then  # the project's entry points (vsyn shards ...), not installed
+  mkdir -p /tmp/site/vsyn_checkout-0.dist-info
+  printf 'Metadata-Version: 2.1\nName: vsyn-checkout\nVersion: 0\n' > /tmp/site/vsyn_checkout-0.dist-info/METADATA
+  python3 -c 'import tomllib; eps = tomllib.load(open("pyproject.toml", "rb"))["project"]["entry-points"]
+for group, items in eps.items():
+    print(f"[{group}]"); [print(f"{k} = {v}") for k, v in items.items()]' \
+    > /tmp/site/vsyn_checkout-0.dist-info/entry_points.txt
+fi
+vsyn() { python3 -m vsyn "$@"; }
+# The study: three generators at 64 px, same data, same settings, same wall-clock budget on one GPU (run side by
+# side), motion metrics on the held-out scenes at every snapshot; compared at the smallest kimg all three reached.
+STUDY=(motion:motion64: style2:bair64: dvdgan:bair64:model.generator=dvdgan)
+STUDY_SECONDS=${STUDY_SECONDS:-720}
+STUDY_ARGS=(train.precision=bf16 loss.penalty_precision=autocast train.channels_last=true train.cuda_graphs=true
+            train.total_kimg=200 train.tick_kimg=2 train.snapshot_kimg=6 train.sample_kimg=12 train.keep_last=2
+            train.log_every=20 data.workers=4 eval.metrics=motion eval.n=64)
+# a small CPU rehearsal of the same phases: STUDY_SIZE=32 STUDY_FRAMES=9 STUDY_CLIPS=64 STUDY_TEST_CLIPS=16 and CPU
+# overrides in STUDY_EXTRA (train.cuda_graphs=false model.resolution=32 ...)
+SIZE=${STUDY_SIZE:-64}; FRAMES=${STUDY_FRAMES:-25}; TEST_CLIPS=${STUDY_TEST_CLIPS:-256}
+read -r -a EXTRA <<< "${STUDY_EXTRA:-}"
+
+if [ "$phase" = speed ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  timeout 250 python3 bench/train.py --configs bair64,motion64 --precision bf16+penalty --layout cl --mode graphed \
+    --cycles 30 --warmup 3 2>&1 | grep -E "^\||rror|Traceback"
+  timeout 170 python3 bench/train.py --configs sky128,motion128 --precision bf16+penalty --layout cl --mode eager \
+    --cycles 6 --warmup 2 2>&1 | grep -E "^\||rror|Traceback"
+  timeout 120 python3 bench/animate.py --device cuda --config motion128 --sizes 1920x1080 --frames 25 \
+    --precision fp32,bf16 --loop off,on --repeats 7 2>&1 | grep -E "^\||rror|Traceback"
+  cp bench/RESULTS.md "$OUT"/
+fi
+
+if [ "$phase" = study ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  vsyn shards pack procedural "$W/p64" --clips "${STUDY_CLIPS:-8192}" --size "$SIZE" --frames "$FRAMES" --workers 16 \
+    --seed 0 | tail -1
+  vsyn shards pack procedural "$W/p64-test" --clips "$TEST_CLIPS" --size "$SIZE" --frames "$FRAMES" --workers 16 \
+    --split test | tail -1
+  for entry in "${STUDY[@]}"; do
+    IFS=: read -r name preset extra <<< "$entry"
+    # SIGTERM at the deadline: the trainer saves a full checkpoint and exits 3 (the preemption path)
+    setsid timeout -s TERM "$STUDY_SECONDS" python3 -m vsyn train "$preset" ${extra:+"$extra"} \
+      data.train="$W/p64" data.val="$W/p64-test" train.run_dir="$W/run-$name" "${STUDY_ARGS[@]}" "${EXTRA[@]}" \
+      > "$W/train-$name.log" 2>&1 < /dev/null &
+    echo "training $name ($preset $extra), pid $!"
+  done
+  sleep 60; tail -n 3 "$W"/train-*.log
+fi
+
+if [ "$phase" = wait ]; then  # progress, and hold the machine until the runs end or ${WAIT_SECONDS}
+  end=$(( $(date +%s) + ${WAIT_SECONDS:-540} ))
+  while pgrep -f "[v]syn train" > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
+  for f in "$W"/train-*.log; do echo "== $f"; tr "\r" "\n" < "$f" | grep -E "^kimg|metrics at|rror" | tail -n 2; done
+fi
+
+if [ "$phase" = collect ]; then
+  while pgrep -f "[v]syn train" > /dev/null; do sleep 5; done
+  E="$W/eval"; mkdir -p "$E"
+  for ref in copy-frame0 true-clip true-clip-mp4; do
+    vsyn eval "$ref" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" --frames "$FRAMES" \
+      --out "$E/$ref" > "$E/$ref.log" 2>&1 || tail -n 5 "$E/$ref.log"
+  done
+  budget=$(python3 - "$W" <<'PY'
+import json, sys
+from pathlib import Path
+w = Path(sys.argv[1])
+last = [max(json.loads((d / "meta.json").read_text())["kimg"] for d in (w / f"run-{n}" / "checkpoints").glob("ckpt-*"))
+        for n in ("motion", "style2", "dvdgan")]
+print(min(last))
+PY
+)
+  echo "equal budget: $budget kimg"
+  for entry in "${STUDY[@]}"; do
+    name=${entry%%:*}
+    vsyn eval "$W/run-$name" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" \
+      --out "$E/$name-final" > "$E/$name.log" 2>&1 || tail -n 5 "$E/$name.log"
+  done
+  refs=(--reference "copy frame 0=$E/copy-frame0/metrics.json" --reference "true clip (mp4)=$E/true-clip-mp4/metrics.json")
+  python3 bench/plot_curves.py motion64="$W/run-motion" style2="$W/run-style2" dvdgan-s="$W/run-dvdgan" \
+    -o "$OUT/study-curves.png" "${refs[@]}" 2>&1 | tail -n 2
+  best="$W/run-motion/checkpoints/best-motion_score"
+  [ -d "$best" ] || best=$(ls -d "$W"/run-motion/checkpoints/ckpt-* | tail -n 1)
+  cp "$best/generator_ema.safetensors" "$OUT/motion64-ema.safetensors"
+  tar -czf "$OUT/study.tar.gz" -C "$W" eval $(cd "$W" && ls -d run-*/logs/stats.jsonl run-*/config.json \
+    run-*/checkpoints/*/meta.json run-*/checkpoints/best-*/config.json train-*.log 2>/dev/null) \
+    $(cd "$W" && for r in run-*; do ls -d "$r"/samples/* 2>/dev/null | tail -n 1; done)
+  cp "$best/config.json" "$OUT/motion64-config.json"; cp "$best/meta.json" "$OUT/motion64-meta.json"
+  cp bench/RESULTS.md "$OUT"/
+  for n in copy-frame0 true-clip true-clip-mp4 motion-final style2-final dvdgan-final; do
+    echo "== $n"; cat "$E/$n/metrics.json" 2>/dev/null | head -c 1500; echo
+  done
+fi
