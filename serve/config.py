@@ -131,6 +131,10 @@ class ServerSettings:
         return self.run_dir / "torchserve.pid"
 
     @property
+    def keeper_pid_file(self) -> Path:
+        return self.run_dir / "keys.pid"
+
+    @property
     def log_config_path(self) -> Path:
         return self.run_dir / "log4j2.xml"
 

@@ -299,7 +299,7 @@ def start(s: ServerSettings, wait_s: float = 30.0) -> int:
     try:
         proc = subprocess.Popen(_command(s), cwd=s.front_dir, stdin=subprocess.DEVNULL, stdout=write_end,
                                 stderr=write_end, start_new_session=True)  # fmt: skip
-        start_log_pump(s, read_end, s.log_dir / "front.log", group=proc.pid)
+        start_log_pump(s, read_end, s.log_dir / "front.log")
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -314,16 +314,13 @@ def start(s: ServerSettings, wait_s: float = 30.0) -> int:
     return proc.pid
 
 
-def start_log_pump(s: ServerSettings, read_end: int, path: Path, group: int) -> subprocess.Popen:
-    """A `serve.logpump` reading `read_end` into `path` (rotated), in process group `group`."""
+def start_log_pump(s: ServerSettings, read_end: int, path: Path) -> subprocess.Popen:
+    """A `serve.logpump` reading `read_end` into `path` (rotated). Its own session: no terminal signal reaches it,
+    and it exits by itself once every process writing into the pipe has closed it."""
     cmd = [sys.executable, "-m", "serve.logpump", str(path), "--max-bytes", str(log_file_bytes(s)),
            "--backups", str(s.log_backups)]  # fmt: skip
-    try:
-        return subprocess.Popen(cmd, stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                preexec_fn=functools.partial(os.setpgid, 0, group))  # fmt: skip
-    except subprocess.SubprocessError:  # the group is gone already (its leader died at once): pump on our own
-        return subprocess.Popen(cmd, stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)  # fmt: skip
+    return subprocess.Popen(cmd, stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
 
 
 def stop(s: ServerSettings, drain_s: float | None = None) -> bool:

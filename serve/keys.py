@@ -6,8 +6,8 @@ management keys expire after `token_expiration_min` (60 by default), after which
 a new key with a new lifetime; the old one stops working at once and TorchServe rewrites the file (in place, not
 atomically: readers retry a half-written file).
 
-`vsyn serve start` runs `python -m serve.keys --run-dir DIR` beside TorchServe (same process group): it renews
-each key once half its lifetime has passed, so a server keeps answering for as long as it runs. Clients follow by
+`vsyn serve start` runs `python -m serve.keys --run-dir DIR --leader PID` beside TorchServe: it renews each key once
+half its lifetime has passed, so a server keeps answering for as long as it runs, and exits when TorchServe does. Clients follow by
 re-reading the file (`VsynClient` does on every call, and retries once when a call raced a renewal).
 """
 
@@ -95,19 +95,22 @@ def keep(settings: ServerSettings, leader: int, log=print) -> None:
     """Renew the keys at half-life until the server's process-group leader `leader` is gone."""
     lifetime = settings.token_expiration_min * 60
     poll = max(0.5, min(lifetime / 8, 60.0))
+    next_check = time.monotonic()
     while _alive(leader):
-        try:
-            keys = read_key_file(settings.key_file)
-        except (OSError, json.JSONDecodeError, KeyError, ValueError):
-            time.sleep(0.5)  # not written yet (server starting)
-            continue
-        for kind in due(keys, lifetime):
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + poll
             try:
-                new = renew(settings, kind)
-                log(f"[vsyn keys] renewed the {kind} key; it expires {new.expires:%Y-%m-%dT%H:%M:%SZ}")
-            except (requests.RequestException, OSError, KeyError, ValueError) as exc:
-                log(f"[vsyn keys] could not renew the {kind} key ({exc.__class__.__name__}: {exc}); retrying")
-        time.sleep(poll)
+                keys = read_key_file(settings.key_file)
+            except (OSError, json.JSONDecodeError, KeyError, ValueError):
+                keys = {}  # not written yet (server starting)
+                next_check = time.monotonic() + 0.5
+            for kind in due(keys, lifetime):
+                try:
+                    new = renew(settings, kind)
+                    log(f"[vsyn keys] renewed the {kind} key; it expires {new.expires:%Y-%m-%dT%H:%M:%SZ}")
+                except (requests.RequestException, OSError, KeyError, ValueError) as exc:
+                    log(f"[vsyn keys] could not renew the {kind} key ({exc.__class__.__name__}: {exc}); retrying")
+        time.sleep(min(1.0, poll))  # notice within a second when the server is gone
 
 
 def _alive(pid: int) -> bool:

@@ -3,9 +3,10 @@ run dir.
 
 TorchServe's own `--start/--stop` keeps a single pid file in the system temp dir and forgets the Python workers
 the JVM spawns. We run `torchserve --foreground` as the leader of a new process group instead, with the run dir as
-its working directory (key_file.json lands there) and TEMP/LOG_LOCATION pointing inside it. The group also holds
-the key keeper (`serve.keys`) and the log pump that rotates the console output (`serve.logpump`). With the front,
-TorchServe listens on 127.0.0.1 only and nginx (`serve.front`, its own process group) faces the clients.
+its working directory (key_file.json lands there) and TEMP/LOG_LOCATION pointing inside it. Beside it run the key
+keeper (`serve.keys`, ended by its pid file, and by itself when TorchServe is gone) and the log pump that rotates
+the console output (`serve.logpump`, which exits when the last writer is gone). With the front, TorchServe listens
+on 127.0.0.1 only and nginx (`serve.front`, its own process group) faces the clients.
 
 `stop` drains first: nginx stops accepting and lets in-flight requests finish (up to `drain_s`); then the
 TorchServe group gets SIGTERM, and SIGKILL after a grace period. Without a front there is nothing to drain with:
@@ -15,7 +16,6 @@ TorchServe resets what it is working on.
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import shutil
 import signal
@@ -166,11 +166,14 @@ def start(settings: ServerSettings, wait_s: float = 180.0) -> Health:
             start_new_session=True,  # own process group: stop() takes the JVM and its workers with it
         )
         settings.pid_file.write_text(f"{proc.pid}\n")
-        front.start_log_pump(settings, read_end, settings.log_dir / "console.log", group=proc.pid)
+        front.start_log_pump(settings, read_end, settings.log_dir / "console.log")
         if settings.renew_keys:
+            # Its own session (a process cannot join TorchServe's): it exits when TorchServe's leader is gone, and
+            # `stop` ends it by its pid file.
             keeper = [sys.executable, "-m", "serve.keys", "--run-dir", str(settings.run_dir), "--leader", str(proc.pid)]
-            subprocess.Popen(keeper, cwd=settings.run_dir, stdin=subprocess.DEVNULL, stdout=write_end,
-                             stderr=write_end, preexec_fn=functools.partial(_join_group, proc.pid))  # fmt: skip
+            kept = subprocess.Popen(keeper, cwd=settings.run_dir, stdin=subprocess.DEVNULL, stdout=write_end,
+                                    stderr=write_end, start_new_session=True)  # fmt: skip
+            settings.keeper_pid_file.write_text(f"{kept.pid}\n")
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -214,13 +217,6 @@ def _listeners(settings: ServerSettings) -> dict[str, tuple[str, int]]:
     if settings.fronted:
         out["backend port"] = (ts, settings.backend_port)
     return out
-
-
-def _join_group(pgid: int) -> None:
-    try:
-        os.setpgid(0, pgid)
-    except OSError:  # the group's leader is already gone: the keeper notices and exits by itself
-        pass
 
 
 def wait_ready(settings: ServerSettings, wait_s: float, proc: subprocess.Popen | None = None,
@@ -318,9 +314,26 @@ def stop(settings: ServerSettings, grace_s: float = 30.0, drain_s: float | None 
             _reap(pid)
             time.sleep(0.1)
     _reap(pid)
+    _stop_keeper(settings)
     settings.pid_file.unlink(missing_ok=True)
     settings.key_file.unlink(missing_ok=True)  # keys die with the server
     return True
+
+
+def _stop_keeper(settings: ServerSettings) -> None:
+    """End the key keeper (it would notice the server gone within a second anyway); the console's log pump then
+    reads the end of its pipe and exits."""
+    try:
+        pid = int(settings.keeper_pid_file.read_text().strip())
+        if b"serve.keys" in Path(f"/proc/{pid}/cmdline").read_bytes():  # not a reused pid
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.05)
+    except (OSError, ValueError):
+        pass
+    settings.keeper_pid_file.unlink(missing_ok=True)
 
 
 def renew_keys(settings: ServerSettings, kinds: tuple[str, ...] = ("inference", "management")) -> dict[str, str]:
