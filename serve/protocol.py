@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vsyn.images import to_8bit
 from vsyn.inference import fit_image
 from vsyn.video import CONTENT_TYPES
 
@@ -219,18 +220,6 @@ def decode_image(img: Image.Image, what: str) -> Image.Image:
 def open_image(data: Any, what: str, limits: Limits) -> Image.Image:
     """`probe_image` then `decode_image`: bytes -> decoded PIL image, or a RequestError."""
     return decode_image(probe_image(data, what, limits), what)
-
-
-def to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit (and 32-bit integer) grayscale scaled to 8 bits: v -> round(v / 257), 65535 -> 255.
-
-    PIL opens a 16-bit grayscale PNG as mode I;16 and its convert() clips every value above 255 (a near-white
-    video); 16-bit RGB(A) PNGs already arrive as 8-bit RGB(A) (PIL keeps the high byte, within 1 of v / 257).
-    """
-    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        return img
-    wide = np.asarray(img, dtype=np.int64).clip(0, 65535)
-    return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
 
 
 def output_size(input_size: tuple[int, int], resolution: int, policy: str) -> tuple[int, int]:

@@ -126,3 +126,18 @@ def test_masks_accepted_and_refused_alike(tmp_path, name):
         mask = cli[1]
         assert mask.shape == (1, RESOLUTION, RESOLUTION) and mask.dtype == np.float32
         assert 0 <= mask.min() < 0.3 < 0.7 < mask.max() <= 1
+
+
+def test_animate_reads_16_bit_greyscale_scaled_like_the_server(tmp_path):
+    """A 16-bit greyscale PNG: v -> round(v / 257), not clipped to white (vsyn.images.to_8bit, shared with serve)."""
+    import numpy as np
+    from PIL import Image
+
+    from vsyn.inference import read_photo_and_mask
+
+    wide = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(wide).save(tmp_path / "deep.png")  # mode I;16
+    photo, mask = read_photo_and_mask(tmp_path / "deep.png", tmp_path / "deep.png")
+    expected = (wide.astype(np.int64) * 255 + 32767) // 65535
+    assert np.array_equal(photo[..., 0], expected) and np.array_equal(photo[..., 2], expected)
+    assert np.allclose(mask, expected / 255.0)

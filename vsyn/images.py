@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
@@ -54,3 +55,15 @@ def check_mask_size(mask: Image.Image, image: Image.Image) -> None:
     if mask.size != image.size:
         raise ImageError(400, f"mask is {mask.size[0]}x{mask.size[1]}; it must match the image's "
                               f"{image.size[0]}x{image.size[1]}")
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit (and 32-bit integer) grayscale scaled to 8 bits: v -> round(v / 257), 65535 -> 255.
+
+    PIL opens a 16-bit grayscale PNG as mode I;16 and its convert() clips every value above 255 (a near-white
+    video); 16-bit RGB(A) PNGs already arrive as 8-bit RGB(A) (PIL keeps the high byte, within 1 of v / 257).
+    """
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return img
+    wide = np.asarray(img, dtype=np.int64).clip(0, 65535)
+    return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")

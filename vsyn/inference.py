@@ -16,7 +16,7 @@ from PIL import Image
 
 from vsyn.config import Config, config_from_dict
 from vsyn.errors import VsynError
-from vsyn.images import ImageError, check_mask_size, open_image
+from vsyn.images import ImageError, check_mask_size, open_image, to_8bit
 from vsyn.nn import build_generator
 from vsyn.snapshot import load_state, resolve_snapshot
 
@@ -49,7 +49,8 @@ def read_image_file(path: str | Path, what: str = "image") -> Image.Image:
     if not path.is_file():
         raise VsynError(f"{what} '{path}' does not exist")
     try:
-        return open_image(path.read_bytes(), f"{what} '{path}'", MAX_IMAGE_PIXELS)
+        # 16-bit greyscale scaled to 8 bits (PIL's convert would clip it to white), as the server does
+        return to_8bit(open_image(path.read_bytes(), f"{what} '{path}'", MAX_IMAGE_PIXELS))
     except ImageError as exc:
         raise VsynError(str(exc)) from None
 
