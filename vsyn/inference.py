@@ -142,21 +142,6 @@ def animate(
     return video.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous().cpu().numpy()
 
 
-def read_photo_and_mask(image_path: str | Path, mask_path: str | Path | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """An image and an optional mask at full resolution, by the server's rules (`vsyn.images`): uint8 (H, W, 3) and
-    float32 (H, W) in [0, 1] (grey levels, white = may move); the mask must have the image's size."""
-    image = read_image_file(image_path)
-    photo = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    if mask_path is None:
-        return photo, None
-    mask = read_image_file(mask_path, what="mask")
-    try:
-        check_mask_size(mask, image)
-    except ImageError as exc:
-        raise VsynError(f"{exc} ('{mask_path}' vs '{image_path}')") from None
-    return photo, np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
-
-
 def check_mask_aspect(mask_hw: tuple[int, int], photo_hw: tuple[int, int]) -> None:
     """A mask may have any size but must cover the photo as it is: the same aspect ratio within 1%."""
     (mh, mw), (ph, pw) = mask_hw, photo_hw
