@@ -219,23 +219,25 @@ def test_logs_are_rotated_and_bounded(servers) -> None:
 
 
 def test_stop_drains_requests_in_flight(servers) -> None:
-    """`vsyn serve stop` with three requests in flight (one batch at a time: they queue): the front stops accepting
-    at once, every one of the three gets its video, and then everything is gone."""
+    """`vsyn serve stop` with six requests in flight (one batch at a time: they queue): the front stops accepting
+    at once, every one of the six gets its video, and then everything is gone. The requests are long enough to be
+    still queued when `stop` comes: 128 frames each (a 32 px video of 24 frames is answered within 0.1 s)."""
     from serve.client import VsynClient
 
     tmp, settings = servers["tmp"], servers["main"]
     client = VsynClient(settings)
     image = encode_image(landscape())
-    send = lambda seed: client.predict(image, content_type="image/png", frames=24, seed=seed)  # noqa: E731
+    send = lambda seed: client.predict(image, content_type="image/png", frames=128, seed=seed)  # noqa: E731
     pgid = int((settings.run_dir / "torchserve.pid").read_text())
     front_pid = int((settings.front_dir / "nginx.pid").read_text())
     keeper = int(settings.keeper_pid_file.read_text())
     pumps = _log_pumps(settings.log_dir)
     assert len(pumps) == 2  # console.log and front.log
-    with ThreadPoolExecutor(3) as pool:
-        flying = [pool.submit(send, seed) for seed in range(3)]
-        time.sleep(0.3)  # all three sent; the first one generating, the others queued
-        assert not flying[-1].done()  # (each takes ~1 s or more on a 2-core CPU: ~60 ms a frame)
+    with ThreadPoolExecutor(6) as pool:
+        sent = time.monotonic()
+        flying = [pool.submit(send, seed) for seed in range(6)]
+        time.sleep(0.3)  # all six sent; the first one generating, the others queued
+        assert not flying[-1].done()  # ~0.25 s a request here
         stopping = subprocess.Popen([sys.executable, "-m", "vsyn", "serve", "stop", "--run-dir", str(settings.run_dir)],
                                     cwd=tmp, stdout=subprocess.PIPE, text=True)  # fmt: skip
         deadline = time.monotonic() + 10
@@ -248,10 +250,11 @@ def test_stop_drains_requests_in_flight(servers) -> None:
         else:
             pytest.fail("the front still accepted connections 10 s after stop")
         responses = [f.result(timeout=120) for f in flying]
+        print(f"six requests answered in {time.monotonic() - sent:.1f} s")
         out, _ = stopping.communicate(timeout=120)
     assert stopping.returncode == 0 and out.strip() == "stopped"
     for r in responses:
-        assert_video(r, "mp4", 24, (RES, RES))
+        assert_video(r, "mp4", 128, (RES, RES))
     for pid in (pgid, front_pid):
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)  # the JVM, every worker, nginx and its workers are gone
