@@ -102,6 +102,9 @@ class TrainConfig:
     # per-frame reshapes would copy, stays NCHW
     channels_last: bool = False
     compile: bool = False  # torch.compile each block (regional); the penalties' double backward stays eager
+    # torch.compile's backend with train.compile: inductor generates fused kernels; aot_eager traces the same graphs
+    # (Dynamo, AOTAutograd) without code generation, for checking the compiled path where C++ compiles are too slow
+    compile_backend: str = "inductor"
     # capture each whole step (forward, penalty, backward, clip, Adam) as a CUDA graph and replay it: the 64 px step
     # is launch-bound. One process, ddp runtime, CUDA only (vsyn.train.steps)
     cuda_graphs: bool = False
@@ -299,6 +302,8 @@ def validate(cfg: Config) -> None:
         raise VsynError(f"loss.penalty_precision must be fp32 or autocast, not {cfg.loss.penalty_precision!r}")
     if cfg.train.precision not in ("fp32", "bf16"):
         raise VsynError(f"train.precision must be fp32 or bf16, not {cfg.train.precision!r}")
+    if cfg.train.compile_backend not in ("inductor", "aot_eager"):
+        raise VsynError(f"train.compile_backend must be inductor or aot_eager, not {cfg.train.compile_backend!r}")
     if cfg.data.reading not in ("global", "per_rank"):
         raise VsynError(f"data.reading must be global or per_rank, not {cfg.data.reading!r}")
     if cfg.train.cudnn_benchmark_limit < 0:

@@ -120,11 +120,18 @@ def _close_losses(a: dict, b: dict, rtol: float) -> None:
 @pytest.mark.slow
 def test_regional_compile_trains_like_eager(tmp_path, shards):
     """train.compile=true: compiled blocks in the main forwards, eager ones in the penalty's double backward (a
-    compiled graph's backward cannot be differentiated again); the losses follow eager's."""
+    compiled graph's backward cannot be differentiated again); the losses follow eager's.
+
+    Dynamo and AOTAutograd trace the blocks as in any run (`aot_eager`); inductor's code generation is left out: on a
+    cold cache its C++ kernel compiles take ~8 minutes on a 2-core CPU, a third of the suite's budget."""
     extra = ["loss.kind=wgan-gp", "train.max_steps=3", "train.snapshot_kimg=0"]
     assert run(_cfg(tmp_path / "eager", shards, *extra)) == EXIT_DONE
-    assert run(_cfg(tmp_path / "compiled", shards, "train.compile=true", *extra)) == EXIT_DONE
+    compiled = ["train.compile=true", "train.compile_backend=aot_eager"]
+    assert run(_cfg(tmp_path / "compiled", shards, *compiled, *extra)) == EXIT_DONE
     _close_losses(read_losses(tmp_path / "eager"), read_losses(tmp_path / "compiled"), rtol=1e-4)
+    import torch._dynamo.utils as dynamo_utils
+
+    assert dynamo_utils.counters["stats"]["unique_graphs"] > 0  # the blocks were traced, not run eagerly
 
 
 def test_penalty_under_autocast_stays_close_to_fp32_penalty(tmp_path, shards):

@@ -261,28 +261,52 @@ class ShardLoader:
             _shutdown(stream)
 
 
-# Workers ignore SIGTERM (see worker_init_fn), so multiprocessing's exit-time terminate-and-join would wait on any
-# still running forever. Every worker-backed iterator is therefore tracked and shut down the DataLoader's own way
-# (a stop message per worker) at exit -- by a hook registered after torch's, so it runs before torch disables that.
+# Workers ignore SIGTERM (see worker_init_fn), so neither the DataLoader's last resort (`terminate()` on a worker that
+# did not stop) nor multiprocessing's exit-time terminate-and-join can end one: a worker left running would hang the
+# interpreter's exit for ever. Every worker-backed iterator is therefore tracked: it is shut down the DataLoader's own
+# way (a stop message per worker) at exit -- by a hook registered after torch's, so it runs before torch disables
+# that -- and any worker still alive after that, or after its iterator was collected, is killed (SIGKILL).
 _LIVE_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+_WORKERS: list[tuple[weakref.ref, list]] = []  # (iterator, its worker processes)
 
 
 def _start(loader: DataLoader) -> Iterator[dict]:
+    _kill_orphaned_workers()
     iterator = iter(loader)
     if loader.num_workers > 0:
         _LIVE_ITERATORS.add(iterator)
+        _WORKERS.append((weakref.ref(iterator), list(getattr(iterator, "_workers", []))))
     return iterator
+
+
+def _kill(processes: list) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+
+
+def _kill_orphaned_workers() -> None:
+    """Workers whose iterator is gone should have stopped with it; kill those that did not."""
+    for entry in [e for e in _WORKERS if e[0]() is None]:
+        _kill(entry[1])
+        _WORKERS.remove(entry)
 
 
 def _shutdown(iterator: Iterator[dict]) -> None:
     if hasattr(iterator, "_shutdown_workers"):
         iterator._shutdown_workers()
+    for entry in [e for e in _WORKERS if e[0]() is iterator]:
+        _kill(entry[1])
+        _WORKERS.remove(entry)
 
 
 @atexit.register
 def _shutdown_live_iterators() -> None:
     for iterator in list(_LIVE_ITERATORS):
         _shutdown(iterator)
+    for _, processes in _WORKERS:
+        _kill(processes)
 
 
 def make_loader(

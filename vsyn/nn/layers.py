@@ -56,7 +56,7 @@ def is_channels_last(t: Tensor) -> bool:
     return fmt is not None and t.is_contiguous(memory_format=fmt) and not t.is_contiguous()
 
 
-def compile_blocks(module: nn.Module) -> nn.Module:
+def compile_blocks(module: nn.Module, backend: str = "inductor") -> nn.Module:
     """In place: torch.compile every residual block, attention, GRU, styled conv and ToRGB inside `module`.
 
     Regional compilation: a handful of small graphs (one per block kind and shape) compile in a fraction of the time
@@ -70,7 +70,7 @@ def compile_blocks(module: nn.Module) -> nn.Module:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for sub in module.modules():
         if isinstance(sub, kinds):
-            sub.compile(dynamic=False)  # static shapes: automatic dynamic shapes broke inductor here
+            sub.compile(backend=backend, dynamic=False)  # static shapes: automatic dynamic shapes broke inductor here
     return module
 
 

@@ -119,8 +119,8 @@ def setup(cfg: Config, log_dir: Path | None) -> tuple[Runtime, GeneratorEMA]:
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, **adam)
     opt_d = torch.optim.Adam(critics.parameters(), lr=cfg.optim.lr_d, **adam)
     if t.compile:  # in place, block by block: state_dict keys unchanged, compile time bounded by the block kinds
-        compile_blocks(generator)
-        compile_blocks(critics)
+        compile_blocks(generator, t.compile_backend)
+        compile_blocks(critics, t.compile_backend)
     rt = build_runtime(cfg, generator, critics, opt_g, opt_d, log_dir=log_dir)
     ema.model.to(rt.device)
     return rt, ema
