@@ -184,7 +184,7 @@ def animate_photo(
     in [0, 1], the photo's aspect) keeps whatever it marks 0 bit-exactly still. Pixel head: the model's square video
     (short side resized, centre crop), resized to `size` if that is not "model"; no loops.
     """
-    from vsyn.render import DEFAULT_MAX_SIDE, output_size, render
+    from vsyn.render import DEFAULT_MAX_SIDE, output_size, read_ahead, render
 
     max_side = max_side or DEFAULT_MAX_SIDE
     frames = num_frames or generator.frames
@@ -197,7 +197,8 @@ def animate_photo(
         out = output_size(photo.shape[0], photo.shape[1], size, max_side=max_side, resolution=res)
         fields = motion_canvas(generator, photo, num_frames=frames, seed=seed)
         device = next(generator.parameters()).device
-        return out, render(photo, fields, out, frames, loop=loop, mask=mask, device=device)
+        # rendered one chunk ahead in a thread: the next chunk warps while the caller encodes this one
+        return out, read_ahead(render(photo, fields, out, frames, loop=loop, mask=mask, device=device))
     if loop:
         raise VsynError("seamless loops need a motion-head model (model.head=motion); this one synthesises pixels")
     image = fit_image(photo, res)[None]

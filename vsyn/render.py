@@ -14,8 +14,11 @@ the input's uint8 value, selected, not computed.
 from __future__ import annotations
 
 import math
+import queue
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +31,7 @@ from vsyn.nn.warp import integrate, loop_weights, pixel_grid, sample_at
 
 DEFAULT_MAX_SIDE = 1920
 CHUNK_PIXELS = 8_000_000  # output pixels rendered at once (frames × H × W): ~4 frames of 1080p
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -194,3 +198,47 @@ def render(photo: np.ndarray, fields: MotionFields, size: tuple[int, int], num_f
         out = _to_uint8(warped + blend * (appearance - warped))
         frames = torch.where(moving, out, base_u8)
         yield frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def read_ahead(chunks: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """`chunks`, produced `depth` items ahead in a background thread: the next chunk renders (torch releases the GIL)
+    while the caller encodes this one (x264 releases it too), instead of the two taking turns. Same items, same
+    order; an exception in the producer is raised here; stopping early stops the producer after its current item.
+    Memory: `depth` more chunks held at once."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in chunks:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            items.put((done, exc))
+
+    producer = threading.Thread(target=produce, name="vsyn-render-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue, then let it finish its item
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                pass
+            producer.join(timeout=0.1)
