@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 OUT=${VSYN_DEMO_OUT:-demo-out}
 CLIPS=${VSYN_DEMO_CLIPS:-512}
 SIDE=${VSYN_DEMO_SIDE:-512}
-KIMG=${VSYN_DEMO_KIMG:-2}  # ~5 minutes on a 2-core CPU; the preset's 10 kimg take ~25
+KIMG=${VSYN_DEMO_KIMG:-2}  # ~3 minutes on a 2-core CPU (10-12 clips/s); the preset's 10 kimg take ~16
 mkdir -p "$OUT"
 step() { printf '\n== %s\n' "$*"; }
 
