@@ -2,8 +2,10 @@
 # The motion head on one GPU, in calls that fit a 10-minute command limit. Each phase appends its tables to
 # bench/RESULTS.md and copies that file (and what else the phase keeps) to $OUT.
 #
-#   bash bench/gpu_motion.sh speed     # training step, pixel vs motion head, both presets; full-resolution animation
-#   bash bench/gpu_motion.sh study     # pack train + held-out shards, start the three 64 px trainings (detached)
+#   bash bench/gpu_motion.sh speed     # training step, pixel vs motion head, both presets (graphed), and at
+#                                      # batch $SCALE_BATCH at 64 px; full-resolution animation unless NO_ANIMATE=1
+#   bash bench/gpu_motion.sh pack      # the study's train + held-out shards (skipped when present)
+#   bash bench/gpu_motion.sh study     # pack, then start the three 64 px trainings (detached)
 #   bash bench/gpu_motion.sh wait      # report the trainings' progress (keeps the machine held)
 #   bash bench/gpu_motion.sh collect   # motion metrics of every snapshot, curves, the best motion model's weights
 #
@@ -29,9 +31,11 @@ for group, items in eps.items():
     > /tmp/site/vsyn_checkout-0.dist-info/entry_points.txt
 fi
 vsyn() { python3 -m vsyn "$@"; }
-# The study: three generators at 64 px, same data, same settings, same wall-clock budget on one GPU (run side by
+# The study: four arms at 64 px (the motion head with and without the mode-seeking term, style2, DVD-GAN-S), same
+# data, same settings, same wall-clock budget on one GPU (run side by
 # side), motion metrics on the held-out scenes at every snapshot; compared at the smallest kimg all three reached.
-STUDY=(motion:motion64: style2:bair64: dvdgan:bair64:model.generator=dvdgan)
+STUDY=(motion:motion64: motion-div:motion64:loss.motion_diversity=1 style2:bair64: dvdgan:bair64:model.generator=dvdgan)
+MOTION_ARMS=(motion motion-div)
 STUDY_SECONDS=${STUDY_SECONDS:-720}
 STUDY_ARGS=(train.precision=bf16 loss.penalty_precision=autocast train.channels_last=true train.cuda_graphs=true
             train.total_kimg=200 train.tick_kimg=2 train.snapshot_kimg=6 train.sample_kimg=12 train.keep_last=2
@@ -45,19 +49,30 @@ if [ "$phase" = speed ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   timeout 250 python3 bench/train.py --configs bair64,motion64 --precision bf16+penalty --layout cl --mode graphed \
     --cycles 30 --warmup 3 2>&1 | grep -E "^\||rror|Traceback"
-  timeout 170 python3 bench/train.py --configs sky128,motion128 --precision bf16+penalty --layout cl --mode eager \
-    --cycles 6 --warmup 2 2>&1 | grep -E "^\||rror|Traceback"
-  timeout 120 python3 bench/animate.py --device cuda --config motion128 --sizes 1920x1080 --frames 25 \
-    --precision fp32,bf16 --loop off,on --repeats 7 2>&1 | grep -E "^\||rror|Traceback"
+  timeout 240 python3 bench/train.py --configs sky128,motion128 --precision bf16+penalty --layout cl --mode graphed \
+    --cycles 12 --warmup 3 2>&1 | grep -E "^\||rror|Traceback"
+  if [ -n "${SCALE_BATCH:-}" ]; then  # does a larger batch buy throughput at 64 px? (the study's budget)
+    timeout 200 python3 bench/train.py --configs bair64,motion64 --precision bf16+penalty --layout cl --mode graphed \
+      --batch "$SCALE_BATCH" --cycles 20 --warmup 3 2>&1 | grep -E "^\||rror|Traceback"
+  fi
+  if [ -z "${NO_ANIMATE:-}" ]; then
+    timeout 120 python3 bench/animate.py --device cuda --config motion128 --sizes 1920x1080 --frames 25 \
+      --precision fp32,bf16 --loop off,on --repeats 7 2>&1 | grep -E "^\||rror|Traceback"
+  fi
   cp bench/RESULTS.md "$OUT"/
 fi
 
+pack() {  # the study's shards, once per machine
+  [ -f "$W/p64/manifest.json" ] || vsyn shards pack procedural "$W/p64" --clips "${STUDY_CLIPS:-8192}" --size "$SIZE" \
+    --frames "$FRAMES" --workers ${PACK_WORKERS:-16} --seed 0 | tail -1
+  [ -f "$W/p64-test/manifest.json" ] || vsyn shards pack procedural "$W/p64-test" --clips "$TEST_CLIPS" --size "$SIZE" \
+    --frames "$FRAMES" --workers ${PACK_WORKERS:-16} --split test | tail -1
+}
+[ "$phase" = pack ] && pack
+
 if [ "$phase" = study ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  vsyn shards pack procedural "$W/p64" --clips "${STUDY_CLIPS:-8192}" --size "$SIZE" --frames "$FRAMES" --workers 16 \
-    --seed 0 | tail -1
-  vsyn shards pack procedural "$W/p64-test" --clips "$TEST_CLIPS" --size "$SIZE" --frames "$FRAMES" --workers 16 \
-    --split test | tail -1
+  pack
   for entry in "${STUDY[@]}"; do
     IFS=: read -r name preset extra <<< "$entry"
     # SIGTERM at the deadline: the trainer saves a full checkpoint and exits 3 (the preemption path)
@@ -79,36 +94,38 @@ if [ "$phase" = collect ]; then
   while pgrep -f "[v]syn train" > /dev/null; do sleep 5; done
   E="$W/eval"; mkdir -p "$E"
   for ref in copy-frame0 true-clip true-clip-mp4; do
-    vsyn eval "$ref" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" --frames "$FRAMES" \
-      --out "$E/$ref" > "$E/$ref.log" 2>&1 || tail -n 5 "$E/$ref.log"
+    [ -f "$E/$ref/metrics.json" ] || vsyn eval "$ref" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" \
+      --frames "$FRAMES" --out "$E/$ref" > "$E/$ref.log" 2>&1 || tail -n 5 "$E/$ref.log"
   done
-  budget=$(python3 - "$W" <<'PY'
+  names=(); for entry in "${STUDY[@]}"; do names+=("${entry%%:*}"); done
+  budget=$(python3 - "$W" "${names[@]}" <<'PY'
 import json, sys
 from pathlib import Path
 w = Path(sys.argv[1])
 last = [max(json.loads((d / "meta.json").read_text())["kimg"] for d in (w / f"run-{n}" / "checkpoints").glob("ckpt-*"))
-        for n in ("motion", "style2", "dvdgan")]
+        for n in sys.argv[2:]]
 print(min(last))
 PY
 )
   echo "equal budget: $budget kimg"
-  for entry in "${STUDY[@]}"; do
-    name=${entry%%:*}
+  for name in "${names[@]}"; do
     vsyn eval "$W/run-$name" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" \
       --out "$E/$name-final" > "$E/$name.log" 2>&1 || tail -n 5 "$E/$name.log"
   done
   refs=(--reference "copy frame 0=$E/copy-frame0/metrics.json" --reference "true clip (mp4)=$E/true-clip-mp4/metrics.json")
-  python3 bench/plot_curves.py motion64="$W/run-motion" style2="$W/run-style2" dvdgan-s="$W/run-dvdgan" \
-    -o "$OUT/study-curves.png" "${refs[@]}" 2>&1 | tail -n 2
-  best="$W/run-motion/checkpoints/best-motion_score"
-  [ -d "$best" ] || best=$(ls -d "$W"/run-motion/checkpoints/ckpt-* | tail -n 1)
-  cp "$best/generator_ema.safetensors" "$OUT/motion64-ema.safetensors"
-  tar -czf "$OUT/study.tar.gz" -C "$W" eval $(cd "$W" && ls -d run-*/logs/stats.jsonl run-*/config.json \
-    run-*/checkpoints/*/meta.json run-*/checkpoints/best-*/config.json train-*.log 2>/dev/null) \
+  curves=(); for name in "${names[@]}"; do curves+=("$name=$W/run-$name"); done
+  python3 bench/plot_curves.py "${curves[@]}" -o "$OUT/study-curves.png" "${refs[@]}" 2>&1 | tail -n 2
+  for name in "${MOTION_ARMS[@]}"; do  # each motion arm's best snapshot (by motion_score), weights apart
+    best="$W/run-$name/checkpoints/best-motion_score"
+    [ -d "$best" ] || best=$(ls -d "$W/run-$name"/checkpoints/ckpt-* | tail -n 1)
+    cp "$best/generator_ema.safetensors" "$OUT/$name-ema.safetensors"
+    mkdir -p "$W/best-$name"; cp "$best/config.json" "$best/meta.json" "$W/best-$name/"
+  done
+  tar -czf "$OUT/study.tar.gz" -C "$W" eval best-* $(cd "$W" && ls -d run-*/logs/stats.jsonl run-*/config.json \
+    run-*/checkpoints/*/meta.json train-*.log 2>/dev/null) \
     $(cd "$W" && for r in run-*; do ls -d "$r"/samples/* 2>/dev/null | tail -n 1; done)
-  cp "$best/config.json" "$OUT/motion64-config.json"; cp "$best/meta.json" "$OUT/motion64-meta.json"
   cp bench/RESULTS.md "$OUT"/
-  for n in copy-frame0 true-clip true-clip-mp4 motion-final style2-final dvdgan-final; do
-    echo "== $n"; cat "$E/$n/metrics.json" 2>/dev/null | head -c 1500; echo
+  for n in copy-frame0 true-clip true-clip-mp4 "${names[@]/%/-final}"; do
+    echo "== $n"; head -c 1500 "$E/$n/metrics.json" 2>/dev/null; echo
   done
 fi

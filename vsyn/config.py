@@ -55,6 +55,10 @@ class LossConfig:
     # moving mask's probability (a prior that whatever need not move stays still)
     motion_smooth: float = 0.0
     motion_still: float = 0.0
+    # mode seeking (Mao et al. 2019, MSGAN) on the velocity field: a G step pairs each photo with two latents and
+    # adds λ / (mean|v1 − v2| / mean|z1 − z2| + 0.01). Without it the head can ignore the noise and give every
+    # future of a photo the same motion; then best-of-K scores equal the mean ones.
+    motion_diversity: float = 0.0
     # fp32: the penalty's critic forward and double backward in float32 whatever train.precision says (the
     # original's numerics); autocast: in the step's precision (bf16 under train.precision=bf16), with the input
     # gradient and its norm in float32. The penalty is most of a critic step: autocast is the fast choice on GPU.
@@ -284,10 +288,14 @@ def validate(cfg: Config) -> None:
         raise VsynError(f"model.motion_field must be eulerian or lagrangian, not {m.motion_field!r}")
     if not m.max_speed > 0:
         raise VsynError(f"model.max_speed must be > 0, not {m.max_speed}")
-    if m.head == "pixels" and (cfg.loss.motion_smooth or cfg.loss.motion_still):
-        raise VsynError("loss.motion_smooth and loss.motion_still apply to model.head=motion only")
-    if cfg.loss.motion_smooth < 0 or cfg.loss.motion_still < 0:
-        raise VsynError("loss.motion_smooth and loss.motion_still must be >= 0")
+    if m.head == "pixels" and (cfg.loss.motion_smooth or cfg.loss.motion_still or cfg.loss.motion_diversity):
+        raise VsynError("loss.motion_smooth, loss.motion_still and loss.motion_diversity apply to model.head=motion only")
+    if cfg.loss.motion_smooth < 0 or cfg.loss.motion_still < 0 or cfg.loss.motion_diversity < 0:
+        raise VsynError("loss.motion_smooth, loss.motion_still and loss.motion_diversity must be >= 0")
+    if cfg.loss.motion_diversity and not m.latent_noise:
+        raise VsynError("loss.motion_diversity needs model.latent_noise=true (it pairs two latents per photo)")
+    if cfg.loss.motion_diversity and (cfg.train.batch < 2 or cfg.train.batch % 2):
+        raise VsynError(f"loss.motion_diversity needs an even train.batch >= 2 per process, not {cfg.train.batch}")
     if m.resolution < 32 or m.resolution & (m.resolution - 1):
         raise VsynError(f"model.resolution must be a power of two >= 32 (the critics' depth), not {m.resolution}")
     if m.dt_prepool and m.resolution < 64:

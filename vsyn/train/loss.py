@@ -65,6 +65,18 @@ def motion_regularisers(fields: MotionFields) -> tuple[Tensor, Tensor]:
     return tv, torch.sigmoid(fields.moving).mean()
 
 
+DIVERSITY_EPS = 0.01  # bounds the term at λ/0.01 while the head still ignores its latent
+
+
+def mode_seeking(fields: MotionFields, noise: Tensor) -> tuple[Tensor, Tensor]:
+    """(λ-free loss, ratio) of MSGAN's mode-seeking term for a batch whose halves share photos: the velocity change
+    per unit latent change between the two futures of each photo, and 1 / (ratio + eps) to minimise."""
+    h = noise.shape[0] // 2
+    v = fields.velocity.float()
+    ratio = (v[:h] - v[h:]).abs().mean() / (noise[:h] - noise[h:]).float().abs().mean()
+    return 1.0 / (ratio + DIVERSITY_EPS), ratio
+
+
 class VideoGANLoss:
     def __init__(self, cfg: Config, runtime: Runtime) -> None:
         self.cfg, self.rt = cfg, runtime
@@ -74,11 +86,13 @@ class VideoGANLoss:
         self.lam_s, self.lam_t = cfg.loss.spatial_weight, cfg.loss.temporal_weight
 
     # ---- G forward, shared by both phases
-    def generate(self, real: Tensor, rnd: StepRandom, *, grad: bool) -> Tensor:
+    def generate(self, real: Tensor, rnd: StepRandom, *, grad: bool, noise: Tensor | None = None) -> Tensor:
         """Fake clips conditioned on the real clips' frame 0. Without `grad` no G graph is built (critic steps)."""
         g = self.rt.generator if grad else self.rt.raw_generator
+        if noise is None:
+            noise = rnd.noise(self.rt.raw_generator)
         with torch.set_grad_enabled(grad), self.rt.autocast():
-            return g(real[:, 0], num_frames=real.shape[1], noise=rnd.noise(self.rt.raw_generator))
+            return g(real[:, 0], num_frames=real.shape[1], noise=noise)
 
     # ---- phases
     def critic_step_loss(self, real: Tensor, rnd: StepRandom, critic_step: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -107,8 +121,14 @@ class VideoGANLoss:
         return loss, stats
 
     def generator_step_loss(self, real: Tensor, rnd: StepRandom) -> tuple[Tensor, dict[str, Tensor]]:
-        """λ_S·L(D_S(fake)) + λ_T·L(D_T(fake)); the critics are the raw module and frozen by the caller."""
-        fake = self.generate(real, rnd, grad=True)
+        """λ_S·L(D_S(fake)) + λ_T·L(D_T(fake)); the critics are the raw module and frozen by the caller.
+        With loss.motion_diversity the batch's first half of photos is shown twice, with different latents."""
+        diversity = self.cfg.loss.motion_diversity
+        noise = rnd.noise(self.rt.raw_generator)
+        if diversity:
+            h = real.shape[0] // 2
+            real = torch.cat([real[:h], real[:h]])
+        fake = self.generate(real, rnd, grad=True, noise=noise)
         idx = rnd.frame_indices(self.frames, self.k)
         with self.rt.autocast():
             s, t = self.rt.raw_critics(fake, idx)
@@ -122,6 +142,10 @@ class VideoGANLoss:
             smooth, still = motion_regularisers(fields)
             loss = loss + self.cfg.loss.motion_smooth * smooth + self.cfg.loss.motion_still * still
             stats |= {"G/motion_smooth": smooth.detach(), "G/motion_still": still.detach()}
+        if fields is not None and diversity:
+            seek, ratio = mode_seeking(fields, noise)
+            loss = loss + diversity * seek
+            stats |= {"G/motion_diversity": ratio.detach()}
         return loss, {"G/loss": loss.detach(), **stats}
 
     # ---- penalties: raw module, per-sample, fp32 unless loss.penalty_precision=autocast
