@@ -34,8 +34,8 @@ vsyn() { python3 -m vsyn "$@"; }
 # The study: four arms at 64 px (the motion head with and without the mode-seeking term, style2, DVD-GAN-S), same
 # data, same settings, same wall-clock budget on one GPU (run side by
 # side), motion metrics on the held-out scenes at every snapshot; compared at the smallest kimg all three reached.
-STUDY=(motion:motion64: motion-div:motion64:loss.motion_diversity=1 style2:bair64: dvdgan:bair64:model.generator=dvdgan)
-MOTION_ARMS=(motion motion-div)
+read -r -a STUDY <<< "${STUDY_ARMS:-motion:motion64: motion-div:motion64:loss.motion_diversity=1 style2:bair64: dvdgan:bair64:model.generator=dvdgan}"
+MOTION_ARMS=(); for entry in "${STUDY[@]}"; do [[ $entry == *:motion* ]] && MOTION_ARMS+=("${entry%%:*}"); done
 STUDY_SECONDS=${STUDY_SECONDS:-720}
 STUDY_ARGS=(train.precision=bf16 loss.penalty_precision=autocast train.channels_last=true train.cuda_graphs=true
             train.total_kimg=200 train.tick_kimg=2 train.snapshot_kimg=6 train.sample_kimg=12 train.keep_last=2
