@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-4 GPU measurements on one 4-GPU host, in two phases that fit 10-minute command limits.
+# The training-throughput GPU measurements on one 4-GPU host, in two phases that fit 10-minute command limits.
 # State lives under $W between the phases, so both must run on the same (still held) machine.
 #
 #   bash bench/gpu_suite.sh a   # pack shards; start two >=15-min training runs (style on GPU 3, DVD-GAN-S on

@@ -67,7 +67,7 @@ def preset(name: str) -> tuple[str, list[str]]:
     return CONFIGS.get(name, (name, []))
 
 
-# The original implementation on one H100 (issue 4): clips/s with one micro-batch of 8, no host copies.
+# The original implementation on one H100: clips/s with one micro-batch of 8, no host copies.
 ANCHOR_CLIPS_PER_S = {"sky128": 11.05, "bair64": 35.5}
 
 
@@ -376,7 +376,7 @@ def report_header(argv: list[str] | None, peak: float) -> str:
         f"- command: `{shlex.join(['python', 'bench/train.py', *(argv if argv is not None else sys.argv[1:])])}`",
         "- clips/s: real clips per second over a cycle of 2 critic steps + 1 generator step, a fresh batch each"
         " step; ms per step from CUDA events; MFU against the measured bf16 peak; 'vs original' divides by the "
-        "original implementation's H100 figure (issue 4); warm-up: seconds of the untimed first cycles (cuDNN "
+        "original implementation's H100 figure; warm-up: seconds of the untimed first cycles (cuDNN "
         "autotuning, CUDA-graph capture, compilation).",
         "",
         markdown([]),

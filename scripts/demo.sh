@@ -25,7 +25,7 @@ from shards.procedural import clip_seed, make_clip
 Image.fromarray(make_clip(clip_seed(0, 2, "test"), int(sys.argv[2]), 2)["video"][0]).save(sys.argv[1])
 PY
 vsyn animate "$OUT/run" "$OUT/input.png" -o "$OUT/animate.mp4" --frames 25 --seed 1 --sheet "$OUT/contact-sheet.png"
-# The same scene by the committed study model (motion64, 18 kimg on one GPU): a few CPU minutes teach the tiny model
+# The same scene by the committed study model (motion64, 40 kimg on one GPU): a few CPU minutes teach the tiny model
 # little beyond keeping the ground still; this one also moves the sky.
 vsyn animate bench/models/motion64 "$OUT/input.png" -o "$OUT/study-model.mp4" --frames 25 --seed 1 \
     --sheet "$OUT/study-model-sheet.png"
