@@ -101,7 +101,9 @@ mark, block_at = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 real = ac.write_snapshot
 def held(directory, generator_state, ema_state, cfg, step, kimg, *rest):
     if step >= block_at:
-        mark.write_text(str(step))
+        scratch = mark.with_suffix(".tmp")
+        scratch.write_text(str(step))
+        scratch.replace(mark)  # atomic: the test never reads a created-but-empty mark
         time.sleep(3600)
     return real(directory, generator_state, ema_state, cfg, step, kimg, *rest)
 ac.write_snapshot = held
