@@ -37,11 +37,19 @@ def test_overrides_are_typed():
         ("loss.kind=l2", "loss.kind must be"),
         ("model.resolution=100", "power of two"),
         ("nokey", "not key=value"),
+        ("model.gru_seed=sigmoid", "model.gru_seed must be features or tanh"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, message):
     with pytest.raises(VsynError, match=message):
         load_config("tiny-cpu", [override])
+
+
+@pytest.mark.parametrize("overrides", [["model.latent_noise=false", "model.noise_to_style=true"],
+                                       ["model.generator=dvdgan", "model.noise_to_style=true"]])
+def test_noise_to_style_needs_the_style_generators_latent(overrides):
+    with pytest.raises(VsynError, match="model.noise_to_style needs model.latent_noise=true"):
+        load_config("tiny-cpu", overrides)
 
 
 def test_json_round_trip(tmp_path):

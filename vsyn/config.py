@@ -32,6 +32,12 @@ class ModelConfig:
     style_dim: int = 256
     latent_noise: bool = False  # beyond the original: per-video noise so one image has several futures
     noise_dim: int = 64
+    # beyond the original, both off by default (vsyn.nn.generators.StyleRNNGenerator says why they exist):
+    # noise_to_style: the latent also shifts the style vector's logits (StyleGAN's z -> w path), so it reaches every
+    # modulated conv and the head; gru_seed: "features" (the original: h0 = the encoder map) or "tanh" (h0 =
+    # tanh(encoder map), in the GRU state's own range)
+    noise_to_style: bool = False
+    gru_seed: str = "features"
     # pixels: the original's ToRGB (every pixel synthesised); motion: the last layer predicts motion fields and
     # frames are the input warped by them, still where the moving mask is 0 (vsyn.nn.motion; style_rnn only)
     head: str = "pixels"
@@ -292,6 +298,12 @@ def validate(cfg: Config) -> None:
         raise VsynError("loss.motion_smooth, loss.motion_still and loss.motion_diversity apply to model.head=motion only")
     if cfg.loss.motion_smooth < 0 or cfg.loss.motion_still < 0 or cfg.loss.motion_diversity < 0:
         raise VsynError("loss.motion_smooth, loss.motion_still and loss.motion_diversity must be >= 0")
+    if m.gru_seed not in ("features", "tanh"):
+        raise VsynError(f"model.gru_seed must be features or tanh, not {m.gru_seed!r}")
+    if m.noise_to_style and not (m.latent_noise and m.generator == "style_rnn"):
+        raise VsynError("model.noise_to_style needs model.latent_noise=true and model.generator=style_rnn")
+    if m.gru_seed != "features" and m.generator != "style_rnn":
+        raise VsynError("model.gru_seed applies to model.generator=style_rnn only")
     if cfg.loss.motion_diversity and not m.latent_noise:
         raise VsynError("loss.motion_diversity needs model.latent_noise=true (it pairs two latents per photo)")
     if cfg.loss.motion_diversity and (cfg.train.batch < 2 or cfg.train.batch % 2):

@@ -193,6 +193,22 @@ def test_best_of_k_finds_the_right_future(truth):
     assert r["motion_epe"] > 0.5
     single = _score(TwoFutures(truth, back), truth, samples=1, seed=3)
     assert single["motion_dir_cos_bestk"] == single["motion_dir_cos"]
+    assert single["motion_seed_spread"] == 0.0  # one future: nothing to differ from
+
+
+def test_seed_spread_counts_how_differently_the_futures_move(truth):
+    """Two opposite futures at the same speed in shares p and 1 - p: 1 - |sum_k m_k| / sum_k |m_k| = 1 - |2p - 1|
+    per clip, whatever the estimator's small error (it is the same on both futures up to the sign)."""
+    back = [_translation_clip(s, (-VELOCITY[0], -VELOCITY[1])) for s in range(2)]
+    gen = TwoFutures(truth, back)
+    r = _score(gen, truth, samples=8, seed=3)
+    ahead = np.array(gen.choices).reshape(8, 2).mean(axis=0)  # share p of forward futures, per clip
+    expected = np.mean(1 - np.abs(2 * ahead - 1))
+    assert 0 < expected < 1
+    assert r["motion_seed_spread"] == pytest.approx(expected, abs=0.03)
+    same = _score(TwoFutures(truth, truth), truth, samples=8, seed=3)  # noise read, but both futures alike
+    assert same["motion_seed_spread"] == pytest.approx(0.0, abs=1e-9)
+    assert math.isnan(_score(copy_first_frame, truth)["motion_seed_spread"])  # frozen: no direction to compare
 
 
 def test_a_clip_without_moving_pixels_counts_for_the_static_metrics_only(truth):

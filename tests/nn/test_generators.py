@@ -102,3 +102,64 @@ def test_build_generator(kind, cls):
     assert isinstance(g, cls) and g.frames == 6 and g.resolution == 32
     if kind == "style_rnn":
         assert g.sample_noise(3).shape == (3, 8)
+
+
+def _motion_generator(**kw) -> StyleRNNGenerator:
+    torch.manual_seed(0)
+    return StyleRNNGenerator(RES, ch=4, frames=4, style_dim=16, latent_noise=True, noise_dim=8, head="motion",
+                             max_speed=1.0, **kw).eval()
+
+
+def _field_spread(g: StyleRNNGenerator) -> float:
+    """RMS over pixels of the velocity's std across 4 latents for one image (0: the noise changes nothing)."""
+    with torch.no_grad():
+        v = g.motion_fields(_image(1).expand(4, -1, -1, -1), noise=g.sample_noise(4, torch.Generator().manual_seed(1)))
+    return v.velocity.std(dim=0).pow(2).mean().sqrt().item()
+
+
+def test_noise_to_style_reaches_the_head_when_the_recurrent_path_ignores_the_noise():
+    """A trained motion head can stop reading z through the coarsest GRU input (its gates saturate); with
+    noise_to_style z also shifts the style logits, which modulate every styled conv and the head."""
+    plain, styled = _motion_generator(), _motion_generator(noise_to_style=True)
+    for g in (plain, styled):  # cut the recurrent path: z no longer enters the GRU input
+        torch.nn.init.zeros_(g.noise_proj.weight)
+        torch.nn.init.zeros_(g.noise_proj.bias)
+    assert _field_spread(plain) == 0.0
+    assert _field_spread(styled) > 1e-3
+    image, z = _image(2), styled.sample_noise(2)
+    with torch.no_grad():  # the style is the sigmoid of the image's logits plus a linear map of z
+        logits = styled.style_head[:-1](styled.encoder(image * 2 - 1)[0])
+        expected = torch.sigmoid(logits + styled.noise_style(z))
+        seen = {}
+        hook = styled.to_motion.register_forward_hook(lambda m, args, out: seen.update(style=args[1]))
+        styled.motion_fields(image, noise=z)
+        hook.remove()
+    assert torch.allclose(seen["style"], expected, atol=1e-6)
+
+
+def test_tanh_gru_seed_starts_every_gru_from_the_squashed_encoder_map(monkeypatch):
+    from vsyn.nn.layers import ConvGRU
+
+    g = _motion_generator(gru_seed="tanh")
+    seeds, real = [], ConvGRU.forward
+
+    def spy(self, inputs, h0, steps):
+        seeds.append(h0)
+        return real(self, inputs, h0, steps)
+
+    monkeypatch.setattr(ConvGRU, "forward", spy)
+    image = _image(2) * 40  # out of range on purpose: large encoder maps
+    with torch.no_grad():
+        g.motion_fields(image, noise=g.sample_noise(2))
+        feats = g.encoder(image * 2 - 1)
+    assert len(seeds) == len(g.grus)
+    for h0, feat in zip(seeds, feats):
+        assert torch.equal(h0, torch.tanh(feat)) and h0.abs().max() <= 1
+    assert feats[0].abs().max() > 1  # the test would be vacuous if the maps were already in range
+
+
+def test_latent_options_are_validated():
+    with pytest.raises(ValueError, match="gru_seed"):
+        _motion_generator(gru_seed="sigmoid")
+    with pytest.raises(ValueError, match="noise_to_style needs latent_noise"):
+        StyleRNNGenerator(RES, ch=4, frames=4, style_dim=16, noise_to_style=True)

@@ -62,3 +62,10 @@ def test_exact_counts_of_the_original_128px_setup():
 def test_latent_noise_only_adds_its_projection():
     plain, noisy = StyleRNNGenerator(64, 16), StyleRNNGenerator(64, 16, latent_noise=True, noise_dim=8)
     assert count_params(noisy) - count_params(plain) == count_params(noisy.noise_proj)
+
+
+def test_noise_to_style_only_adds_its_linear_map():
+    noisy = StyleRNNGenerator(64, 16, latent_noise=True, noise_dim=8)
+    styled = StyleRNNGenerator(64, 16, latent_noise=True, noise_dim=8, noise_to_style=True)
+    assert count_params(styled) - count_params(noisy) == 8 * 256 + 256  # Linear(noise_dim -> style_dim)
+    assert count_params(StyleRNNGenerator(64, 16, gru_seed="tanh")) == count_params(StyleRNNGenerator(64, 16))

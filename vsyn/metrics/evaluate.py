@@ -34,12 +34,13 @@ PAIRED_METRICS = ("psnr", "ssim", "lpips")
 ALL_METRICS = FEATURE_METRICS + PAIRED_METRICS + ("motion",)
 
 
-BETTER = ("lower", "higher", "closer to 1", "reference")
+BETTER = ("lower", "higher", "closer to 1", "reference", "diagnostic")
 
 
 @dataclass(frozen=True)
 class MetricInfo:
-    better: str  # one of BETTER; "reference": a property of the data (the estimator's floor), not of the model
+    better: str  # one of BETTER; "reference": a property of the data (the estimator's floor), not of the model;
+    # "diagnostic": a property of the model with no right value (how differently its futures move)
     unit: str
     doc: str
 
@@ -68,6 +69,7 @@ METRICS: dict[str, MetricInfo] = {
     "motion_psnr_moving": MetricInfo("higher", "dB", "PSNR vs the true frames over the moving region"),
     "motion_frame0_psnr": MetricInfo("higher", "dB", "frame 0 vs the input (100 = copied exactly)"),
     "motion_score": MetricInfo("lower", "", "leak + min(|log2 speed ratio|, 1) + (1 - dir cos best-of-K) / 2"),
+    "motion_seed_spread": MetricInfo("diagnostic", "", "how differently the K futures move (0: noise does nothing)"),
     "motion_floor_epe": MetricInfo("reference", "px/frame", "the flow estimator's own EPE on the true clips"),
     "motion_floor_speed_ratio": MetricInfo("reference", "", "estimated / true speed on the true clips"),
     "motion_floor_warp_error": MetricInfo("reference", "8-bit levels", "warp error of the true clips"),
@@ -84,6 +86,8 @@ def selection_score(name: str, value: float) -> float:
     better = METRICS[name].better
     if better == "reference":
         raise VsynError(f"{name} describes the data, not the model: select on another metric")
+    if better == "diagnostic":
+        raise VsynError(f"{name} has no better direction: select on another metric")
     if better == "closer to 1":
         return abs(math.log(value)) if value > 0 else math.inf
     return value if better == "lower" else -value

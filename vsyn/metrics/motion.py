@@ -20,6 +20,10 @@ taken over frames 1..T-1 of the 8-bit clip a user gets:
   when it flickers or shuffles;
 - `motion_psnr_moving` (dB, moving region vs the true frames) and `motion_frame0_psnr` (frame 0 vs the input;
   100 dB = copied exactly);
+- `motion_seed_spread`, a diagnostic with no right value: how differently the K futures of one image move,
+  1 - |sum_k m_k| / sum_k |m_k| with m_k sample k's mean estimated flow over the moving region (0: every future
+  moves the same way -- the latent noise changes nothing; 1 - |2p - 1| for a share p of two opposite futures;
+  0.69 on average for K = 8 independent random directions); NaN for a clip whose K samples are all frozen;
 - `motion_score`, the selection score (lower is better): leak + min(|log2 speed ratio|, 1) + (1 - best-of-K
   direction cosine) / 2; each term is 0 when right and about 1 when badly wrong;
 - references that depend on the data only: `motion_floor_epe` (the estimator's own EPE on the true clips),
@@ -57,12 +61,12 @@ MOTION_SAMPLES = 8  # K: samples per clip for a stochastic generator
 # per-clip row layout (float64), then T-1 per-step PSNR columns
 COLUMNS = ("samples", "leak_count", "static_abs", "static_count", "speed_fake", "speed_real", "epe_mean", "epe_best",
            "cos_mean", "cos_best", "cos_pixel", "warp", "interior_count", "psnr_moving", "frame0_psnr", "floor_epe",
-           "floor_warp", "floor_interior_count", "floor_speed", "true_speed")
+           "floor_warp", "floor_interior_count", "floor_speed", "true_speed", "seed_spread")
 _C = {name: i for i, name in enumerate(COLUMNS)}
 KEYS = ("motion_leak", "motion_static_change", "motion_speed_ratio", "motion_epe", "motion_epe_bestk",
         "motion_dir_cos", "motion_dir_cos_bestk", "motion_dir_cos_pixel", "motion_warp_error", "motion_psnr_moving",
         "motion_frame0_psnr", "motion_score", "motion_floor_epe", "motion_floor_speed_ratio",
-        "motion_floor_warp_error")
+        "motion_floor_warp_error", "motion_seed_spread")
 
 _local = threading.local()
 
@@ -149,6 +153,20 @@ def _field_cos(est: torch.Tensor, true: torch.Tensor, weight: torch.Tensor) -> t
     return _wsum(_dot(est, true), weight) / (n * rms_e * rms_g)
 
 
+def _mean_flow(est: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(B, 2) float64 mean flow vector over frames and weighted pixels of est (B, T-1, 2, H, W)."""
+    n = (weight.sum(dim=(1, 2, 3)).double() * est.shape[1]).clamp_min(1)
+    return (est * weight[:, None]).sum(dim=(1, 3, 4), dtype=torch.float64) / n[:, None]
+
+
+def _seed_spread(means: list[torch.Tensor]) -> torch.Tensor:
+    """(B,) 1 - |sum_k m_k| / sum_k |m_k| over the K samples' mean flows m_k (B, 2); NaN when all are frozen."""
+    m = torch.stack(means)  # (K, B, 2)
+    lengths = m.norm(dim=2).sum(dim=0)
+    spread = (1 - m.sum(dim=0).norm(dim=1) / lengths.clamp_min(1e-12)).clamp_min(0)  # >= 0 but for rounding
+    return torch.where(lengths > len(means) * FIELD_SPEED_FLOOR, spread, math.nan)
+
+
 def _pixel_cos(est: torch.Tensor, true: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """(B,) mean over frames and weighted pixels of the per-pixel cosine of two flows."""
     n = (weight.sum(dim=(1, 2, 3)).double() * est.shape[1]).clamp_min(1)
@@ -204,6 +222,7 @@ def clip_rows(samples: list[torch.Tensor], real: torch.Tensor, flow: torch.Tenso
             epe=_wsum(_norm(est - true), moving) * per_moving,
             cos=torch.where(n_moving > 0, _field_cos(est, true, moving), math.nan),
             cos_pixel=torch.where(n_moving > 0, _pixel_cos(est, true, moving), math.nan),
+            mean_flow=_mean_flow(est, moving),
             warp=_warp_error(fake, est, inner),
             psnr_t=psnr_frames(fake[:, 1:], real[:, 1:]).double(),
             psnr_moving=_psnr_region(fake[:, 1:], real[:, 1:], (1 - static).double()).nanmean(dim=1),
@@ -227,6 +246,7 @@ def clip_rows(samples: list[torch.Tensor], real: torch.Tensor, flow: torch.Tenso
         "psnr_moving": mean("psnr_moving"), "frame0_psnr": mean("frame0"),
         "floor_epe": floor_epe, "floor_warp": floor_warp,
         "floor_interior_count": (t - 1) * n_inner, "floor_speed": speed_real, "true_speed": true_speed,
+        "seed_spread": torch.where(n_moving > 0, _seed_spread([s["mean_flow"] for s in per_sample]), math.nan),
     }
     rows = torch.stack([cols[c].double() for c in COLUMNS], dim=1)
     return torch.cat([rows, mean("psnr_t")], dim=1)
@@ -261,6 +281,7 @@ def summarize(rows: torch.Tensor) -> dict[str, float]:
         "motion_floor_epe": mean("floor_epe"),
         "motion_floor_speed_ratio": ratio("floor_speed", "true_speed"),
         "motion_floor_warp_error": ratio("floor_warp", "floor_interior_count"),
+        "motion_seed_spread": mean("seed_spread"),
     }
 
 
@@ -354,7 +375,8 @@ TABLE = (("motion_leak", "static leak (share)", "{:.4f}"), ("motion_static_chang
          ("motion_epe_bestk", "EPE best-of-K", "{:.3f}"), ("motion_dir_cos", "dir cos", "{:.3f}"),
          ("motion_dir_cos_bestk", "dir cos best-of-K", "{:.3f}"), ("motion_dir_cos_pixel", "dir cos per px", "{:.3f}"),
          ("motion_warp_error", "warp error (8-bit)", "{:.2f}"), ("motion_psnr_moving", "PSNR moving (dB)", "{:.2f}"),
-         ("motion_frame0_psnr", "frame 0 PSNR (dB)", "{:.2f}"), ("motion_score", "motion score", "{:.3f}"))
+         ("motion_frame0_psnr", "frame 0 PSNR (dB)", "{:.2f}"), ("motion_seed_spread", "seed spread", "{:.3f}"),
+         ("motion_score", "motion score", "{:.3f}"))
 
 
 def format_table(rows: dict[str, dict]) -> str:

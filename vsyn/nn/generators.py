@@ -19,6 +19,7 @@ from vsyn.nn.layers import BNResBlock, ConvGRU, DownBlock, StyledConv, ToRGB
 from vsyn.nn.motion import FIELD_KINDS, HEAD_CHANNELS, MotionFields, compose, decode_head, moving_mask
 
 HEADS = ("pixels", "motion")
+GRU_SEEDS = ("features", "tanh")
 
 # Channel multipliers per decoder level (coarse to fine); a generator of `depth` levels keeps the last depth+1.
 CH_MULT = (8, 8, 8, 8, 8, 8, 4, 2, 1)
@@ -66,6 +67,12 @@ class StyleRNNGenerator(nn.Module):
 
     Beyond the original: `latent_noise=True` adds a per-video z (noise_dim) mapped linearly onto the constant input,
     so one image can have several futures; with it off the network is the original's, parameter for parameter.
+    Trained, the encoder maps grow large (the motion head at 64 px, 40 kimg: coarsest map RMS 0.09 at init, 509
+    after), the ConvGRU gates saturate, and a z entering only through the coarsest GRU's input changes nothing
+    downstream (fields of 8 seeds differ by 5e-8 px/frame). Two options give the noise a way through:
+    `noise_to_style=True` adds a linear map of z to the style logits before the sigmoid, so z modulates every
+    styled conv and the head directly; `gru_seed="tanh"` seeds each GRU with tanh(encoder map), the range its
+    state keeps anyway (h' = (1−z)·h + z·tanh(·)), so the input can move it.
     `head="motion"` reads motion fields instead of RGB from the last layer and warps the input (vsyn.nn.motion);
     `head="pixels"` (default) is the original's ToRGB + tanh.
     """
@@ -80,6 +87,8 @@ class StyleRNNGenerator(nn.Module):
         style_dim: int = 256,
         latent_noise: bool = False,
         noise_dim: int = 64,
+        noise_to_style: bool = False,
+        gru_seed: str = "features",
         head: str = "pixels",
         motion_field: str = "eulerian",
         max_speed: float = 2.0,
@@ -87,6 +96,11 @@ class StyleRNNGenerator(nn.Module):
         super().__init__()
         if head not in HEADS or motion_field not in FIELD_KINDS:
             raise ValueError(f"head must be one of {HEADS} and motion_field one of {FIELD_KINDS}")
+        if gru_seed not in GRU_SEEDS:
+            raise ValueError(f"gru_seed must be one of {GRU_SEEDS}, not {gru_seed!r}")
+        if noise_to_style and not latent_noise:
+            raise ValueError("noise_to_style needs latent_noise")
+        self.gru_seed = gru_seed
         self.resolution, self.frames, self.style_dim = resolution, frames, style_dim
         self.head, self.motion_field, self.max_speed = head, motion_field, float(max_speed)
         self.last_fields: MotionFields | None = None  # the latest forward's fields (training regularisers read them)
@@ -108,6 +122,7 @@ class StyleRNNGenerator(nn.Module):
         self.const = nn.Parameter(torch.randn(top, self.latent, self.latent))
         self.noise_dim = noise_dim if latent_noise else 0
         self.noise_proj = nn.Linear(noise_dim, top * self.latent**2) if latent_noise else None
+        self.noise_style = nn.Linear(noise_dim, style_dim) if noise_to_style else None
         self.grus = nn.ModuleList(ConvGRU(w, w) for w in widths[:-1])
         self.up_convs = nn.ModuleList(StyledConv(w, w, style_dim, up=True) for w in widths[:-1])
         self.convs = nn.ModuleList(StyledConv(a, b, style_dim) for a, b in zip(widths[:-1], widths[1:]))
@@ -155,13 +170,18 @@ class StyleRNNGenerator(nn.Module):
         """Encoder, style and the recurrent decoder: (last level's maps (B, T', ch, H, W), style (B, style_dim))."""
         b = image.shape[0]
         feats = self.encoder(image * 2 - 1)
-        style = self.style_head(feats[0])  # (B, style_dim)
+        if self.gru_seed == "tanh":
+            feats = [torch.tanh(f) for f in feats]
         x = self.const.expand(b, 1, *self.const.shape)  # (B, 1, C0, l, l): the same input at every step
         if self.noise_proj is not None:
             if noise is None:
                 noise = self.sample_noise(b, device=image.device)
             assert noise.shape == (b, self.noise_dim), noise.shape
             x = x + self.noise_proj(noise).reshape(b, 1, *self.const.shape)
+        if self.noise_style is None:
+            style = self.style_head(feats[0])  # (B, style_dim)
+        else:  # the last module is the sigmoid: shift its input
+            style = self.style_head[-1](self.style_head[:-1](feats[0]) + self.noise_style(noise))
         for gru, up_conv, conv, h0 in zip(self.grus, self.up_convs, self.convs, feats):
             h = gru(x, h0, steps)  # (B, T', C, r, r)
             y = conv(up_conv(h.flatten(0, 1), style), style)  # all B·T' frames at once
@@ -217,7 +237,7 @@ def build_generator(model_cfg: ModelConfig) -> StyleRNNGenerator | DVDGANGenerat
     if m.generator == "style_rnn":
         return StyleRNNGenerator(
             m.resolution, m.ch_g, m.frames, m.start_fp, m.max_fp, m.style_dim, m.latent_noise, m.noise_dim,
-            head=m.head, motion_field=m.motion_field, max_speed=m.max_speed,
+            noise_to_style=m.noise_to_style, gru_seed=m.gru_seed, head=m.head, motion_field=m.motion_field, max_speed=m.max_speed,
         )
     if m.generator == "dvdgan":
         return DVDGANGenerator(m.resolution, m.ch_g, m.frames)
