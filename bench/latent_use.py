@@ -17,6 +17,7 @@ procedural scenes at the model's resolution and length:
 
     python bench/latent_use.py bench/models/motion64 --n 64
     python bench/latent_use.py base=runs/a style=runs/b --n 128
+    python bench/latent_use.py untrained=init:motion64      # a preset's network at its initial weights (seed 0)
 
 The table is printed and appended with machine, commit and command to bench/RESULTS.md.
 """
@@ -86,20 +87,26 @@ def measure(generator: torch.nn.Module, n: int, k: int, seed: int) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoints", nargs="+", help="motion-head snapshot/run dirs or .safetensors; NAME=PATH to label")
+    p.add_argument("checkpoints", nargs="+", help="motion-head snapshot/run dirs or .safetensors, or init:PRESET "
+                   "(untrained); NAME=PATH to label one")
     p.add_argument("--n", type=int, default=64, help="held-out procedural scenes")
     p.add_argument("--k", type=int, default=8, help="latents per scene")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (test seed range)")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     args = p.parse_args()
     load_before = os.getloadavg()[0]
+    from vsyn.config import load_config
     from vsyn.inference import is_motion_model, load_generator
+    from vsyn.nn import build_generator
 
-    torch.manual_seed(0)
     rows = {}
     for item in args.checkpoints:
         label, _, path = item.rpartition("=") if "=" in item else ("", "", item)
-        generator, _ = load_generator(path)
+        torch.manual_seed(0)
+        if path.startswith("init:"):
+            generator = build_generator(load_config(path[len("init:"):]).model).eval()
+        else:
+            generator, _ = load_generator(path)
         if not is_motion_model(generator) or generator.sample_noise(1) is None:
             print(f"{path}: not a motion head with latent noise", file=sys.stderr)
             return 2
