@@ -31,10 +31,11 @@ for group, items in eps.items():
     > /tmp/site/vsyn_checkout-0.dist-info/entry_points.txt
 fi
 vsyn() { python3 -m vsyn "$@"; }
-# The study: four arms at 64 px (the motion head with and without the mode-seeking term, style2, DVD-GAN-S), same
-# data, same settings, same wall-clock budget on one GPU (run side by
-# side), motion metrics on the held-out scenes at every snapshot; compared at the smallest kimg all three reached.
-read -r -a STUDY <<< "${STUDY_ARMS:-motion:motion64: motion-div:motion64:loss.motion_diversity=1 style2:bair64: dvdgan:bair64:model.generator=dvdgan}"
+# The study: four arms at 64 px (the motion head as preset and with its latent added to the style, style2, DVD-GAN-S),
+# same data, same settings, same wall-clock budget on one GPU (run side by side), motion metrics on the held-out
+# scenes at every snapshot; compared at the smallest kimg all of them reached. An arm is NAME:PRESET:OVERRIDES,
+# overrides separated by commas.
+read -r -a STUDY <<< "${STUDY_ARMS:-motion:motion64: motion-z:motion64:model.noise_to_style=true style2:bair64: dvdgan:bair64:model.generator=dvdgan}"
 MOTION_ARMS=(); for entry in "${STUDY[@]}"; do [[ $entry == *:motion* ]] && MOTION_ARMS+=("${entry%%:*}"); done
 STUDY_SECONDS=${STUDY_SECONDS:-720}
 STUDY_ARGS=(train.precision=bf16 loss.penalty_precision=autocast train.channels_last=true train.cuda_graphs=true
@@ -75,8 +76,9 @@ if [ "$phase" = study ]; then
   pack
   for entry in "${STUDY[@]}"; do
     IFS=: read -r name preset extra <<< "$entry"
+    IFS=, read -r -a overrides <<< "$extra"
     # SIGTERM at the deadline: the trainer saves a full checkpoint and exits 3 (the preemption path)
-    setsid timeout -s TERM "$STUDY_SECONDS" python3 -m vsyn train "$preset" ${extra:+"$extra"} \
+    setsid timeout -s TERM "$STUDY_SECONDS" python3 -m vsyn train "$preset" "${overrides[@]}" \
       data.train="$W/p64" data.val="$W/p64-test" train.run_dir="$W/run-$name" "${STUDY_ARGS[@]}" "${EXTRA[@]}" \
       > "$W/train-$name.log" 2>&1 < /dev/null &
     echo "training $name ($preset $extra), pid $!"

@@ -38,6 +38,9 @@ def test_overrides_are_typed():
         ("model.resolution=100", "power of two"),
         ("nokey", "not key=value"),
         ("model.gru_seed=sigmoid", "model.gru_seed must be features or tanh"),
+        ("eval.best_metric=motion_seed_spread", "has no better direction"),
+        ("eval.best_metric=motion_floor_epe", "describes the data"),
+        ("eval.best_metric=fvd", "unknown metric 'fvd'"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, message):

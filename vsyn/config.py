@@ -298,6 +298,10 @@ def validate(cfg: Config) -> None:
         raise VsynError("loss.motion_smooth, loss.motion_still and loss.motion_diversity apply to model.head=motion only")
     if cfg.loss.motion_smooth < 0 or cfg.loss.motion_still < 0 or cfg.loss.motion_diversity < 0:
         raise VsynError("loss.motion_smooth, loss.motion_still and loss.motion_diversity must be >= 0")
+    if cfg.eval.best_metric:  # refused now, not at the first snapshot hours into a run
+        from vsyn.metrics.evaluate import check_selectable
+
+        check_selectable(cfg.eval.best_metric)
     if m.gru_seed not in ("features", "tanh"):
         raise VsynError(f"model.gru_seed must be features or tanh, not {m.gru_seed!r}")
     if m.noise_to_style and not (m.latent_noise and m.generator == "style_rnn"):

@@ -77,9 +77,8 @@ METRICS: dict[str, MetricInfo] = {
 _SELECT_ALIAS = {"motion": "motion_score"}
 
 
-def selection_score(name: str, value: float) -> float:
-    """Lower is better for every metric after this: value, -value for higher-is-better metrics, |ln value| for
-    ratios whose right value is 1."""
+def check_selectable(name: str) -> str:
+    """The metric `name` (or its alias) if a checkpoint can be selected on it; VsynError otherwise."""
     name = _SELECT_ALIAS.get(name, name)
     if name not in METRICS:
         raise VsynError(f"unknown metric {name!r} (known: {', '.join(METRICS)})")
@@ -88,6 +87,13 @@ def selection_score(name: str, value: float) -> float:
         raise VsynError(f"{name} describes the data, not the model: select on another metric")
     if better == "diagnostic":
         raise VsynError(f"{name} has no better direction: select on another metric")
+    return name
+
+
+def selection_score(name: str, value: float) -> float:
+    """Lower is better for every metric after this: value, -value for higher-is-better metrics, |ln value| for
+    ratios whose right value is 1."""
+    better = METRICS[check_selectable(name)].better
     if better == "closer to 1":
         return abs(math.log(value)) if value > 0 else math.inf
     return value if better == "lower" else -value
