@@ -156,6 +156,9 @@ def test_tanh_gru_seed_starts_every_gru_from_the_squashed_encoder_map(monkeypatc
     for h0, feat in zip(seeds, feats):
         assert torch.equal(h0, torch.tanh(feat)) and h0.abs().max() <= 1
     assert feats[0].abs().max() > 1  # the test would be vacuous if the maps were already in range
+    with torch.no_grad():  # the style head still reads the encoder's own map, as in the original
+        _, style = g._decode(image, 3, g.sample_noise(2))
+        assert torch.equal(style, g.style_head(feats[0]))
 
 
 def test_latent_options_are_validated():
