@@ -171,4 +171,5 @@ def test_two_ranks_equal_one_process(clips, tmp_path):
         assert got.keys() == single.keys()
         for k in single:
             # float32 detector outputs differ in the last bits with another batch grouping: hence 1e-6, not 1e-12
-            assert got[k] == pytest.approx(single[k], rel=1e-6, abs=1e-6, nan_ok=True), k  # seed spread: NaN (frozen)
+            # copy frame 0 is frozen: its seed spread is NaN on every rank, and only that key may be
+            assert got[k] == pytest.approx(single[k], rel=1e-6, abs=1e-6, nan_ok=k == "motion_seed_spread"), k

@@ -237,7 +237,8 @@ def build_generator(model_cfg: ModelConfig) -> StyleRNNGenerator | DVDGANGenerat
     if m.generator == "style_rnn":
         return StyleRNNGenerator(
             m.resolution, m.ch_g, m.frames, m.start_fp, m.max_fp, m.style_dim, m.latent_noise, m.noise_dim,
-            noise_to_style=m.noise_to_style, gru_seed=m.gru_seed, head=m.head, motion_field=m.motion_field, max_speed=m.max_speed,
+            noise_to_style=m.noise_to_style, gru_seed=m.gru_seed, head=m.head, motion_field=m.motion_field,
+            max_speed=m.max_speed,
         )
     if m.generator == "dvdgan":
         return DVDGANGenerator(m.resolution, m.ch_g, m.frames)
