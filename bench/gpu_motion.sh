@@ -5,7 +5,9 @@
 #   bash bench/gpu_motion.sh speed     # training step, pixel vs motion head, both presets (graphed), and at
 #                                      # batch $SCALE_BATCH at 64 px; full-resolution animation unless NO_ANIMATE=1
 #   bash bench/gpu_motion.sh pack      # the study's train + held-out shards (skipped when present)
-#   bash bench/gpu_motion.sh study     # pack, then start the three 64 px trainings (detached)
+#   bash bench/gpu_motion.sh study     # pack, then start the arms' 64 px trainings side by side (detached)
+#   bash bench/gpu_motion.sh queue     # pack, then train the arms one after another (detached): one process on the
+#                                      # GPU at a time, the next started $QUEUE_OVERLAP_KIMG before the last one ends
 #   bash bench/gpu_motion.sh wait      # report the trainings' progress (keeps the machine held)
 #   bash bench/gpu_motion.sh collect   # motion metrics of every snapshot, curves, the best motion model's weights
 #
@@ -36,7 +38,8 @@ vsyn() { python3 -m vsyn "$@"; }
 # scenes at every snapshot; compared at the smallest kimg all of them reached. An arm is NAME:PRESET:OVERRIDES,
 # overrides separated by commas.
 read -r -a STUDY <<< "${STUDY_ARMS:-motion:motion64: motion-z:motion64:model.noise_to_style=true style2:bair64: dvdgan:bair64:model.generator=dvdgan}"
-MOTION_ARMS=(); for entry in "${STUDY[@]}"; do [[ $entry == *:motion* ]] && MOTION_ARMS+=("${entry%%:*}"); done
+MOTION_ARMS=(); for entry in "${STUDY[@]}"; do  # arms whose preset is a motion head's
+  IFS=: read -r name preset _ <<< "$entry"; [[ $preset == *motion* ]] && MOTION_ARMS+=("$name"); done
 STUDY_SECONDS=${STUDY_SECONDS:-720}
 STUDY_ARGS=(train.precision=bf16 loss.penalty_precision=autocast train.channels_last=true train.cuda_graphs=true
             train.total_kimg=200 train.tick_kimg=2 train.snapshot_kimg=6 train.sample_kimg=12 train.keep_last=2
@@ -71,31 +74,59 @@ pack() {  # the study's shards, once per machine
 }
 [ "$phase" = pack ] && pack
 
+train_arm() {  # NAME:PRESET:OVERRIDES -> a detached training; prints its pid
+  IFS=: read -r name preset extra <<< "$1"
+  IFS=, read -r -a overrides <<< "$extra"
+  # SIGTERM at the deadline: the trainer saves a full checkpoint and exits 3 (the preemption path)
+  setsid timeout -s TERM "$STUDY_SECONDS" python3 -m vsyn train "$preset" "${overrides[@]}" \
+    data.train="$W/p64" data.val="$W/p64-test" train.run_dir="$W/run-$name" "${STUDY_ARGS[@]}" "${EXTRA[@]}" \
+    > "$W/train-$name.log" 2>&1 < /dev/null &
+  echo $!
+}
+
 if [ "$phase" = study ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   pack
-  for entry in "${STUDY[@]}"; do
-    IFS=: read -r name preset extra <<< "$entry"
-    IFS=, read -r -a overrides <<< "$extra"
-    # SIGTERM at the deadline: the trainer saves a full checkpoint and exits 3 (the preemption path)
-    setsid timeout -s TERM "$STUDY_SECONDS" python3 -m vsyn train "$preset" "${overrides[@]}" \
-      data.train="$W/p64" data.val="$W/p64-test" train.run_dir="$W/run-$name" "${STUDY_ARGS[@]}" "${EXTRA[@]}" \
-      > "$W/train-$name.log" 2>&1 < /dev/null &
-    echo "training $name ($preset $extra), pid $!"
-  done
+  for entry in "${STUDY[@]}"; do echo "training $entry, pid $(train_arm "$entry")"; done
   sleep 60; tail -n 3 "$W"/train-*.log
+fi
+
+if [ "$phase" = queue ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  pack
+  setsid bash "$0" queue-run > "$W/queue.log" 2>&1 < /dev/null &
+  sleep 45; cat "$W/queue.log"; tail -n 2 "$W"/train-*.log
+fi
+
+if [ "$phase" = queue-run ]; then  # time-slicing one GPU between trainings costs throughput: one at a time
+  total=200; for a in "${STUDY_ARGS[@]}" "${EXTRA[@]}"; do [[ $a == train.total_kimg=* ]] && total=${a#*=}; done
+  next_at=$(python3 -c "print($total - ${QUEUE_OVERLAP_KIMG:-2})")
+  for entry in "${STUDY[@]}"; do
+    name=${entry%%:*}; pid=$(train_arm "$entry"); echo "$(date -u +%T) training $entry, pid $pid"
+    stats="$W/run-$name/logs/stats.jsonl"
+    while kill -0 "$pid" 2> /dev/null; do  # the next one starts (data workers, graph capture) while this one ends
+      sleep 5
+      [ -f "$stats" ] && python3 -c "import json, sys; sys.exit(json.loads(open('$stats').readlines()[-1])['kimg'] < $next_at)" \
+        2> /dev/null && break
+    done
+  done
+  while pgrep -f "[v]syn train" > /dev/null; do sleep 5; done; echo "$(date -u +%T) all done"
 fi
 
 if [ "$phase" = wait ]; then  # progress, and hold the machine until the runs end or ${WAIT_SECONDS}
   end=$(( $(date +%s) + ${WAIT_SECONDS:-540} ))
-  while pgrep -f "[v]syn train" > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
+  while pgrep -f "[v]syn train|[g]pu_motion.sh queue-run" > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
+  cat "$W/queue.log" 2> /dev/null
   for f in "$W"/train-*.log; do echo "== $f"; tr "\r" "\n" < "$f" | grep -E "^kimg|metrics at|rror" | tail -n 2; done
 fi
 
 if [ "$phase" = collect ]; then
   while pgrep -f "[v]syn train" > /dev/null; do sleep 5; done
   E="$W/eval"; mkdir -p "$E"
+  # FINAL_EVAL=0: no 256-scene evaluations here (they run elsewhere from the weights brought back); the curves'
+  # reference lines then come from REFERENCE_DIR's copy-frame0.json / true-clip-mp4.json (same scenes)
   for ref in copy-frame0 true-clip true-clip-mp4; do
+    [ "${FINAL_EVAL:-1}" = 0 ] && break
     [ -f "$E/$ref/metrics.json" ] || vsyn eval "$ref" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" \
       --frames "$FRAMES" --out "$E/$ref" > "$E/$ref.log" 2>&1 || tail -n 5 "$E/$ref.log"
   done
@@ -111,10 +142,13 @@ PY
 )
   echo "equal budget: $budget kimg"
   for name in "${names[@]}"; do
+    [ "${FINAL_EVAL:-1}" = 0 ] && break
     vsyn eval "$W/run-$name" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" \
       --out "$E/$name-final" > "$E/$name.log" 2>&1 || tail -n 5 "$E/$name.log"
   done
   refs=(--reference "copy frame 0=$E/copy-frame0/metrics.json" --reference "true clip (mp4)=$E/true-clip-mp4/metrics.json")
+  [ -n "${REFERENCE_DIR:-}" ] && refs=(--reference "copy frame 0=$REFERENCE_DIR/copy-frame0.json"
+                                      --reference "true clip (mp4)=$REFERENCE_DIR/true-clip-mp4.json")
   curves=(); for name in "${names[@]}"; do curves+=("$name=$W/run-$name"); done
   python3 bench/plot_curves.py "${curves[@]}" -o "$OUT/study-curves.png" "${refs[@]}" 2>&1 | tail -n 2
   for name in "${MOTION_ARMS[@]}"; do  # each motion arm's best snapshot (by motion_score), weights apart
@@ -122,6 +156,12 @@ PY
     [ -d "$best" ] || best=$(ls -d "$W/run-$name"/checkpoints/ckpt-* | tail -n 1)
     cp "$best/generator_ema.safetensors" "$OUT/$name-ema.safetensors"
     mkdir -p "$W/best-$name"; cp "$best/config.json" "$best/meta.json" "$W/best-$name/"
+  done
+  for name in "${names[@]}"; do  # ALL_WEIGHTS=1: every arm's newest EMA weights too (final rows made elsewhere)
+    [ "${ALL_WEIGHTS:-0}" = 1 ] || break
+    last=$(ls -d "$W/run-$name"/checkpoints/ckpt-* | tail -n 1)
+    cmp -s "$last/generator_ema.safetensors" "$OUT/$name-ema.safetensors" 2> /dev/null ||
+      cp "$last/generator_ema.safetensors" "$OUT/$name-last-ema.safetensors"
   done
   tar -czf "$OUT/study.tar.gz" -C "$W" eval best-* $(cd "$W" && ls -d run-*/logs/stats.jsonl run-*/config.json \
     run-*/checkpoints/*/meta.json train-*.log 2>/dev/null) \
