@@ -121,6 +121,9 @@ if [ "$phase" = wait ]; then  # progress, and hold the machine until the runs en
 fi
 
 if [ "$phase" = collect ]; then
+  if [ "${COLLECT_STOP:-0}" = 1 ]; then  # out of time: stop the queue and the trainings (each saves a checkpoint)
+    pkill -f "[g]pu_motion.sh queue-run"; pkill -TERM -f "[v]syn train"
+  fi
   while pgrep -f "[v]syn train" > /dev/null; do sleep 5; done
   E="$W/eval"; mkdir -p "$E"
   # FINAL_EVAL=0: no 256-scene evaluations here (they run elsewhere from the weights brought back); the curves'
