@@ -33,6 +33,9 @@ for group, items in eps.items():
     > /tmp/site/vsyn_checkout-0.dist-info/entry_points.txt
 fi
 vsyn() { python3 -m vsyn "$@"; }
+# Anchored to the start of a command line, so that a caller's shell whose command text merely mentions them is not
+# taken for (or stopped as) a training or the queue
+TRAINING='^python3 -m vsyn train ' QUEUE='^bash [^ ]*gpu_motion.sh queue-run'
 # The study: four arms at 64 px (the motion head as preset and with its latent added to the style, style2, DVD-GAN-S),
 # same data, same settings, same wall-clock budget on one GPU (run side by side), motion metrics on the held-out
 # scenes at every snapshot; compared at the smallest kimg all of them reached. An arm is NAME:PRESET:OVERRIDES,
@@ -110,21 +113,21 @@ if [ "$phase" = queue-run ]; then  # time-slicing one GPU between trainings cost
         2> /dev/null && break
     done
   done
-  while pgrep -f "[v]syn train" > /dev/null; do sleep 5; done; echo "$(date -u +%T) all done"
+  while pgrep -f "$TRAINING" > /dev/null; do sleep 5; done; echo "$(date -u +%T) all done"
 fi
 
 if [ "$phase" = wait ]; then  # progress, and hold the machine until the runs end or ${WAIT_SECONDS}
   end=$(( $(date +%s) + ${WAIT_SECONDS:-540} ))
-  while pgrep -f "[v]syn train|[g]pu_motion.sh queue-run" > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
+  while pgrep -f "$TRAINING|$QUEUE" > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
   cat "$W/queue.log" 2> /dev/null
   for f in "$W"/train-*.log; do echo "== $f"; tr "\r" "\n" < "$f" | grep -E "^kimg|metrics at|rror" | tail -n 2; done
 fi
 
 if [ "$phase" = collect ]; then
   if [ "${COLLECT_STOP:-0}" = 1 ]; then  # out of time: stop the queue and the trainings (each saves a checkpoint)
-    pkill -f "[g]pu_motion.sh queue-run"; pkill -TERM -f "[v]syn train"
+    pkill -f "$QUEUE"; pkill -TERM -f "$TRAINING"
   fi
-  while pgrep -f "[v]syn train" > /dev/null; do sleep 5; done
+  while pgrep -f "$TRAINING" > /dev/null; do sleep 5; done
   E="$W/eval"; mkdir -p "$E"
   # FINAL_EVAL=0: no 256-scene evaluations here (they run elsewhere from the weights brought back); the curves'
   # reference lines then come from REFERENCE_DIR's copy-frame0.json / true-clip-mp4.json (same scenes)
