@@ -66,7 +66,8 @@ def title(key: str) -> str:
     if info is None:
         return key
     unit = f", {info.unit}" if info.unit else ""
-    return f"{key.removeprefix('metrics/')}{unit} ({info.better}{' is better' if info.better != 'reference' else ''})"
+    better = "" if info.better in ("reference", "diagnostic") else " is better"  # those two rank nothing
+    return f"{key.removeprefix('metrics/')}{unit} ({info.better}{better})"
 
 
 def plot(runs: list[tuple[str, list[dict]]], keys: list[str], output: Path, smooth: float,

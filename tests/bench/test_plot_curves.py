@@ -44,4 +44,5 @@ def test_plots_every_metric_of_several_runs(tmp_path, capsys):
     assert plot.select_keys(["metrics/*"], runs) == ["metrics/motion_leak", "metrics/motion_score"]
     assert plot.select_keys(["D/loss", "metrics/motion_s*"], runs) == ["D/loss", "metrics/motion_score"]
     assert plot.title("metrics/motion_speed_ratio") == "motion_speed_ratio (closer to 1 is better)"
+    assert plot.title("metrics/motion_seed_spread") == "motion_seed_spread (diagnostic)"  # no "better" for these
     assert plot.main([str(a), "-o", str(tmp_path / "x.png"), "--keys", "nothing/*"]) == 2
