@@ -109,8 +109,8 @@ if [ "$phase" = queue-run ]; then  # time-slicing one GPU between trainings cost
     stats="$W/run-$name/logs/stats.jsonl"
     while kill -0 "$pid" 2> /dev/null; do  # the next one starts (data workers, graph capture) while this one ends
       sleep 5
-      [ -f "$stats" ] && python3 -c "import json, sys; sys.exit(json.loads(open('$stats').readlines()[-1])['kimg'] < $next_at)" \
-        2> /dev/null && break
+      [ -f "$stats" ] && tail -n 1 "$stats" |
+        python3 -c "import json, sys; sys.exit(json.load(sys.stdin)['kimg'] < $next_at)" 2> /dev/null && break
     done
   done
   while pgrep -f "$TRAINING" > /dev/null; do sleep 5; done; echo "$(date -u +%T) all done"
@@ -129,14 +129,15 @@ if [ "$phase" = collect ]; then
   fi
   while pgrep -f "$TRAINING" > /dev/null; do sleep 5; done
   E="$W/eval"; mkdir -p "$E"
+  names=(); for entry in "${STUDY[@]}"; do names+=("${entry%%:*}"); done
   # FINAL_EVAL=0: no 256-scene evaluations here (they run elsewhere from the weights brought back); the curves'
   # reference lines then come from REFERENCE_DIR's copy-frame0.json / true-clip-mp4.json (same scenes)
-  for ref in copy-frame0 true-clip true-clip-mp4; do
-    [ "${FINAL_EVAL:-1}" = 0 ] && break
-    [ -f "$E/$ref/metrics.json" ] || vsyn eval "$ref" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" \
-      --frames "$FRAMES" --out "$E/$ref" > "$E/$ref.log" 2>&1 || tail -n 5 "$E/$ref.log"
-  done
-  names=(); for entry in "${STUDY[@]}"; do names+=("${entry%%:*}"); done
+  if [ "${FINAL_EVAL:-1}" = 1 ]; then
+    for ref in copy-frame0 true-clip true-clip-mp4; do
+      [ -f "$E/$ref/metrics.json" ] || vsyn eval "$ref" --data "$W/p64-test" --metrics motion,psnr \
+        --n "$TEST_CLIPS" --frames "$FRAMES" --out "$E/$ref" > "$E/$ref.log" 2>&1 || tail -n 5 "$E/$ref.log"
+    done
+  fi
   budget=$(python3 - "$W" "${names[@]}" <<'PY'
 import json, sys
 from pathlib import Path
@@ -147,11 +148,12 @@ print(min(last))
 PY
 )
   echo "equal budget: $budget kimg"
-  for name in "${names[@]}"; do
-    [ "${FINAL_EVAL:-1}" = 0 ] && break
-    vsyn eval "$W/run-$name" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" \
-      --out "$E/$name-final" > "$E/$name.log" 2>&1 || tail -n 5 "$E/$name.log"
-  done
+  if [ "${FINAL_EVAL:-1}" = 1 ]; then
+    for name in "${names[@]}"; do
+      vsyn eval "$W/run-$name" --data "$W/p64-test" --metrics motion,psnr --n "$TEST_CLIPS" \
+        --out "$E/$name-final" > "$E/$name.log" 2>&1 || tail -n 5 "$E/$name.log"
+    done
+  fi
   refs=(--reference "copy frame 0=$E/copy-frame0/metrics.json" --reference "true clip (mp4)=$E/true-clip-mp4/metrics.json")
   [ -n "${REFERENCE_DIR:-}" ] && refs=(--reference "copy frame 0=$REFERENCE_DIR/copy-frame0.json"
                                       --reference "true clip (mp4)=$REFERENCE_DIR/true-clip-mp4.json")
@@ -163,12 +165,13 @@ PY
     cp "$best/generator_ema.safetensors" "$OUT/$name-ema.safetensors"
     mkdir -p "$W/best-$name"; cp "$best/config.json" "$best/meta.json" "$W/best-$name/"
   done
-  for name in "${names[@]}"; do  # ALL_WEIGHTS=1: every arm's newest EMA weights too (final rows made elsewhere)
-    [ "${ALL_WEIGHTS:-0}" = 1 ] || break
-    last=$(ls -d "$W/run-$name"/checkpoints/ckpt-* | tail -n 1)
-    cmp -s "$last/generator_ema.safetensors" "$OUT/$name-ema.safetensors" 2> /dev/null ||
-      cp "$last/generator_ema.safetensors" "$OUT/$name-last-ema.safetensors"
-  done
+  if [ "${ALL_WEIGHTS:-0}" = 1 ]; then  # every arm's newest EMA weights too (final rows made elsewhere)
+    for name in "${names[@]}"; do
+      last=$(ls -d "$W/run-$name"/checkpoints/ckpt-* | tail -n 1)
+      cmp -s "$last/generator_ema.safetensors" "$OUT/$name-ema.safetensors" 2> /dev/null ||
+        cp "$last/generator_ema.safetensors" "$OUT/$name-last-ema.safetensors"
+    done
+  fi
   tar -czf "$OUT/study.tar.gz" -C "$W" eval best-* $(cd "$W" && ls -d run-*/logs/stats.jsonl run-*/config.json \
     run-*/checkpoints/*/meta.json train-*.log 2>/dev/null) \
     $(cd "$W" && for r in run-*; do ls -d "$r"/samples/* 2>/dev/null | tail -n 1; done)
