@@ -43,6 +43,9 @@ class ModelConfig:
     head: str = "pixels"
     motion_field: str = "eulerian"  # eulerian (one steady velocity field, integrated) | lagrangian (per frame)
     max_speed: float = 2.0  # motion head: largest speed in px/frame at model resolution
+    # beyond the original: an encoder that reads z off a real clip, for loss.reconstruction (vsyn.nn.motion_encoder);
+    # needs latent_noise; inference never runs it
+    motion_encoder: bool = False
     ch_ds: int = 16
     ch_dt: int = 64
     spatial_frames: int = 8  # K frames shown to the spatial critic
@@ -65,6 +68,12 @@ class LossConfig:
     # adds λ / (mean|v1 − v2| / mean|z1 − z2| + 0.01). Without it the head can ignore the noise and give every
     # future of a photo the same motion; then best-of-K scores equal the mean ones.
     motion_diversity: float = 0.0
+    # reconstruction (cVAE-GAN, as Animating Landscape trains its motion): each G step also regenerates the real
+    # clips from frame 0 and the z model.motion_encoder reads off them, adding λ_rec · mean|fake − real| over frames
+    # 1..T−1 and λ_KL · KL(q(z|clip) ‖ N(0, I)). The latent then has to carry the clip's motion, and the moving mask
+    # opens where warping the photo explains the clip. 0 = off (the original: adversarial losses only).
+    reconstruction: float = 0.0
+    kl: float = 0.01
     # fp32: the penalty's critic forward and double backward in float32 whatever train.precision says (the
     # original's numerics); autocast: in the step's precision (bf16 under train.precision=bf16), with the input
     # gradient and its norm in float32. The penalty is most of a critic step: autocast is the fast choice on GPU.
@@ -304,6 +313,12 @@ def validate(cfg: Config) -> None:
         check_selectable(cfg.eval.best_metric)
     if m.gru_seed not in ("features", "tanh"):
         raise VsynError(f"model.gru_seed must be features or tanh, not {m.gru_seed!r}")
+    if m.motion_encoder and not (m.latent_noise and m.generator == "style_rnn"):
+        raise VsynError("model.motion_encoder needs model.latent_noise=true and model.generator=style_rnn")
+    if cfg.loss.reconstruction < 0 or cfg.loss.kl < 0:
+        raise VsynError("loss.reconstruction and loss.kl must be >= 0")
+    if cfg.loss.reconstruction and not m.motion_encoder:
+        raise VsynError("loss.reconstruction needs model.motion_encoder=true (the latent of a real clip comes from it)")
     if m.noise_to_style and not (m.latent_noise and m.generator == "style_rnn"):
         raise VsynError("model.noise_to_style needs model.latent_noise=true and model.generator=style_rnn")
     if m.gru_seed != "features" and m.generator != "style_rnn":

@@ -17,6 +17,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from vsyn.config import ModelConfig
 from vsyn.nn.layers import BNResBlock, ConvGRU, DownBlock, StyledConv, ToRGB
 from vsyn.nn.motion import FIELD_KINDS, HEAD_CHANNELS, MotionFields, compose, decode_head, moving_mask
+from vsyn.nn.motion_encoder import MotionEncoder, reparameterise
 
 HEADS = ("pixels", "motion")
 GRU_SEEDS = ("features", "tanh")
@@ -76,6 +77,9 @@ class StyleRNNGenerator(nn.Module):
     state keeps anyway (h' = (1−z)·h + z·tanh(·)), so the input can move it.
     `head="motion"` reads motion fields instead of RGB from the last layer and warps the input (vsyn.nn.motion);
     `head="pixels"` (default) is the original's ToRGB + tanh.
+    `motion_encoder=True` adds the module that reads z off a real clip for reconstruction training
+    (vsyn.nn.motion_encoder); a forward given `encode=clip` replaces its first rows of z by the clip's posterior
+    sample, with `noise` as the reparameterisation's ε. Inference never uses it.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class StyleRNNGenerator(nn.Module):
         head: str = "pixels",
         motion_field: str = "eulerian",
         max_speed: float = 2.0,
+        motion_encoder: bool = False,
     ):
         super().__init__()
         if head not in HEADS or motion_field not in FIELD_KINDS:
@@ -101,10 +106,13 @@ class StyleRNNGenerator(nn.Module):
             raise ValueError(f"gru_seed must be one of {GRU_SEEDS}, not {gru_seed!r}")
         if noise_to_style and not latent_noise:
             raise ValueError("noise_to_style needs latent_noise")
+        if motion_encoder and not latent_noise:
+            raise ValueError("motion_encoder needs latent_noise")
         self.gru_seed = gru_seed
         self.resolution, self.frames, self.style_dim = resolution, frames, style_dim
         self.head, self.motion_field, self.max_speed = head, motion_field, float(max_speed)
         self.last_fields: MotionFields | None = None  # the latest forward's fields (training regularisers read them)
+        self.last_posterior: tuple[Tensor, Tensor] | None = None  # (μ, log σ²) of the latest `encode=` forward
         self.depth = pyramid_depth(resolution, start_fp, max_fp)
         self.latent = resolution >> self.depth
         if self.depth < 1 or self.latent < 4:
@@ -131,6 +139,7 @@ class StyleRNNGenerator(nn.Module):
             self.to_rgb = ToRGB(ch, style_dim)
         else:
             self.to_motion = ToRGB(ch, style_dim, out_ch=HEAD_CHANNELS)
+        self.motion_encoder = MotionEncoder(resolution, frames, noise_dim, ch) if motion_encoder else None
 
     def sample_noise(
         self, batch: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
@@ -140,11 +149,16 @@ class StyleRNNGenerator(nn.Module):
             return None
         return _randn((batch, self.noise_dim), generator, device)
 
-    def forward(self, image: Tensor, num_frames: int | None = None, noise: Tensor | None = None) -> Tensor:
-        """image (B, 3, H, W) in [0,1] -> video (B, T, 3, H, W) in [0,1], T = num_frames or `frames`."""
+    def forward(
+        self, image: Tensor, num_frames: int | None = None, noise: Tensor | None = None, encode: Tensor | None = None
+    ) -> Tensor:
+        """image (B, 3, H, W) in [0,1] -> video (B, T, 3, H, W) in [0,1], T = num_frames or `frames`.
+        `encode`: real clips (R ≤ B, T, 3, H, W) whose posterior z replaces the first R rows of `noise`."""
         _check_image(image, self.resolution)
         steps = (num_frames or self.frames) - 1
         assert steps >= 1, "num_frames must be >= 2"
+        if encode is not None:
+            noise = self._encode(encode, noise)
         if self.head == "motion":
             fields = self.motion_fields(image, num_frames, noise)
             training = self.training and torch.is_grad_enabled()
@@ -156,6 +170,16 @@ class StyleRNNGenerator(nn.Module):
         rgb = torch.tanh(self.to_rgb(x.flatten(0, 1), style)).reshape(image.shape[0], steps, 3, *image.shape[-2:])
         # Concatenating the image itself (not (2x−1+1)/2) keeps frame 0 bit-exact.
         return torch.cat([image[:, None], (rgb + 1) / 2], dim=1)
+
+    def _encode(self, clips: Tensor, noise: Tensor | None) -> Tensor:
+        """z for a batch whose first R videos are `clips`: their posterior samples (ε = those rows of `noise`), then
+        the rest of `noise` unchanged."""
+        assert self.motion_encoder is not None, "encode= needs a generator built with motion_encoder=True"
+        assert noise is not None and noise.shape[0] >= clips.shape[0], "encode= needs noise for at least R videos"
+        r = clips.shape[0]
+        mu, logvar = self.motion_encoder(clips)
+        self.last_posterior = (mu, logvar)
+        return torch.cat([reparameterise(mu, logvar, noise[:r]).to(noise.dtype), noise[r:]])
 
     def motion_fields(self, image: Tensor, num_frames: int | None = None, noise: Tensor | None = None) -> MotionFields:
         """The motion head's fields for frames 1..T−1 at model resolution (vsyn.nn.motion)."""
@@ -238,7 +262,7 @@ def build_generator(model_cfg: ModelConfig) -> StyleRNNGenerator | DVDGANGenerat
         return StyleRNNGenerator(
             m.resolution, m.ch_g, m.frames, m.start_fp, m.max_fp, m.style_dim, m.latent_noise, m.noise_dim,
             noise_to_style=m.noise_to_style, gru_seed=m.gru_seed, head=m.head, motion_field=m.motion_field,
-            max_speed=m.max_speed,
+            max_speed=m.max_speed, motion_encoder=m.motion_encoder,
         )
     if m.generator == "dvdgan":
         return DVDGANGenerator(m.resolution, m.ch_g, m.frames)

@@ -24,6 +24,7 @@ from vsyn import losses
 from vsyn.config import Config
 from vsyn.nn.input_grad import input_grad_convolutions
 from vsyn.nn.motion import MotionFields
+from vsyn.nn.motion_encoder import kl_to_prior
 from vsyn.train.randomness import StepRandom
 from vsyn.train.runtime import Runtime
 
@@ -77,6 +78,12 @@ def mode_seeking(fields: MotionFields, noise: Tensor) -> tuple[Tensor, Tensor]:
     return 1.0 / (ratio + DIVERSITY_EPS), ratio
 
 
+def slice_fields(fields: MotionFields, start: int) -> MotionFields:
+    """The fields of videos start..B−1 of a batch."""
+    return MotionFields(fields.velocity[start:], fields.moving[start:], fields.blend[start:],
+                        fields.appearance[start:], fields.kind)
+
+
 class VideoGANLoss:
     def __init__(self, cfg: Config, runtime: Runtime) -> None:
         self.cfg, self.rt = cfg, runtime
@@ -86,13 +93,17 @@ class VideoGANLoss:
         self.lam_s, self.lam_t = cfg.loss.spatial_weight, cfg.loss.temporal_weight
 
     # ---- G forward, shared by both phases
-    def generate(self, real: Tensor, rnd: StepRandom, *, grad: bool, noise: Tensor | None = None) -> Tensor:
-        """Fake clips conditioned on the real clips' frame 0. Without `grad` no G graph is built (critic steps)."""
+    def generate(
+        self, real: Tensor, rnd: StepRandom, *, grad: bool, noise: Tensor | None = None, encode: Tensor | None = None
+    ) -> Tensor:
+        """Fake clips conditioned on the real clips' frame 0. Without `grad` no G graph is built (critic steps).
+        `encode`: the first rows' real clips, whose latents the motion encoder infers (loss.reconstruction)."""
         g = self.rt.generator if grad else self.rt.raw_generator
         if noise is None:
             noise = rnd.noise(self.rt.raw_generator)
+        extra = {} if encode is None else {"encode": encode}
         with torch.set_grad_enabled(grad), self.rt.autocast():
-            return g(real[:, 0], num_frames=real.shape[1], noise=noise)
+            return g(real[:, 0], num_frames=real.shape[1], noise=noise, **extra)
 
     # ---- phases
     def critic_step_loss(self, real: Tensor, rnd: StepRandom, critic_step: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -123,12 +134,18 @@ class VideoGANLoss:
     def generator_step_loss(self, real: Tensor, rnd: StepRandom) -> tuple[Tensor, dict[str, Tensor]]:
         """λ_S·L(D_S(fake)) + λ_T·L(D_T(fake)); the critics are the raw module and frozen by the caller.
         With loss.motion_diversity the batch's first half of photos is shown twice, with different latents."""
-        diversity = self.cfg.loss.motion_diversity
+        diversity, rec = self.cfg.loss.motion_diversity, self.cfg.loss.reconstruction
+        clips = real
         noise = rnd.noise(self.rt.raw_generator)
         if diversity:
             h = real.shape[0] // 2
             real = torch.cat([real[:h], real[:h]])
-        fake = self.generate(real, rnd, grad=True, noise=noise)
+        if rec:  # one forward: the clips regenerated from their own latents, then the critics' batch
+            eps = rnd.noise(self.rt.raw_generator)
+            both = self.generate(torch.cat([clips, real]), rnd, grad=True, noise=torch.cat([eps, noise]), encode=clips)
+            regenerated, fake = both[: clips.shape[0]], both[clips.shape[0] :]
+        else:
+            fake = self.generate(real, rnd, grad=True, noise=noise)
         idx = rnd.frame_indices(self.frames, self.k)
         with self.rt.autocast():
             s, t = self.rt.raw_critics(fake, idx)
@@ -137,7 +154,14 @@ class VideoGANLoss:
         loss_s, loss_t = gen(s), gen(t)
         loss = self.lam_s * loss_s + self.lam_t * loss_t
         stats = {"G/loss_spatial": loss_s.detach(), "G/loss_temporal": loss_t.detach()}
+        if rec:
+            l1 = (regenerated[:, 1:].float() - clips[:, 1:].float()).abs().mean()
+            kl = kl_to_prior(*self.rt.raw_generator.last_posterior)
+            loss = loss + rec * l1 + self.cfg.loss.kl * kl
+            stats |= {"G/reconstruction_l1": l1.detach(), "G/kl": kl.detach()}
         fields = getattr(self.rt.raw_generator, "last_fields", None)
+        if fields is not None and rec:  # the regularisers and the diversity pairs read the critics' batch
+            fields = slice_fields(fields, clips.shape[0])
         if fields is not None and (self.cfg.loss.motion_smooth or self.cfg.loss.motion_still):
             smooth, still = motion_regularisers(fields)
             loss = loss + self.cfg.loss.motion_smooth * smooth + self.cfg.loss.motion_still * still
