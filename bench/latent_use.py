@@ -13,7 +13,9 @@ procedural scenes at the model's resolution and length:
 - field cosine with the true mean flow over the truly moving pixels (velocity zeroed where the model's moving mask
   is off), the mean over latents and the best of K;
 - speed: mean |velocity| over the truly moving pixels where the model lets them move, over the true mean speed;
-- mask IoU: the model's moving mask against the true moving region.
+- mask IoU: the model's moving mask against the true moving region;
+- field cos, encoded z (models trained with loss.reconstruction only): the same cosine with z the motion encoder's
+  posterior mean for the true clip, i.e. whether the head reproduces a motion it is told (n/a without an encoder).
 
     python bench/latent_use.py bench/models/motion64 --n 64
     python bench/latent_use.py base=runs/a style=runs/b --n 128
@@ -40,7 +42,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from record import RESULTS, append_report, provenance  # noqa: E402  (bench/record.py)
 
 COLUMNS = ("encoder RMS (coarse to fine)", "field spread", "seed spread", "field cos", "field cos best-of-K",
-           "speed / true", "mask IoU")
+           "speed / true", "mask IoU", "field cos, encoded z")
+
+
+def _cosine(means: torch.Tensor, true_mean: torch.Tensor) -> torch.Tensor:
+    """Cosine of each row of means (K, 2) with true_mean (2,); 0 for a zero vector."""
+    return (means @ true_mean) / (means.norm(dim=1) * true_mean.norm()).clamp_min(1e-9)
 
 
 @torch.no_grad()
@@ -52,7 +59,8 @@ def measure(generator: torch.nn.Module, n: int, k: int, seed: int) -> dict:
     res, frames = generator.resolution, generator.frames
     noise = sample_noise(generator, list(range(k)), "cpu")
     enc_sq = None
-    per_clip = {key: [] for key in ("field_spread", "seed_spread", "cos", "cos_best", "speed", "iou")}
+    per_clip = {key: [] for key in ("field_spread", "seed_spread", "cos", "cos_best", "speed", "iou", "cos_encoded")}
+    encoder = getattr(generator, "motion_encoder", None)
     for clip in generate_clips(n, res, frames, seed=seed, split="test"):
         moving = torch.from_numpy(clip["mask"] == 0)
         if moving.sum() < 16:
@@ -67,7 +75,12 @@ def measure(generator: torch.nn.Module, n: int, k: int, seed: int) -> dict:
         true = torch.from_numpy(clip["flow"]).mean(dim=0)  # (2, h, w) mean px/frame
         vm, tm = v[:, :, moving], true[:, moving]  # (K, 2, M), (2, M)
         means, true_mean = vm.mean(dim=2), tm.mean(dim=1)  # (K, 2), (2,)
-        cos = (means @ true_mean) / (means.norm(dim=1) * true_mean.norm()).clamp_min(1e-9)
+        cos = _cosine(means, true_mean)
+        if encoder is not None:
+            video = torch.from_numpy(clip["video"]).permute(0, 3, 1, 2)[None].float().div(255)
+            told = generator.motion_fields(image[:1], num_frames=frames, noise=encoder(video)[0])
+            v_told = (told.velocity * (told.moving > 0).float())[:, :, moving].mean(dim=2)
+            per_clip["cos_encoded"].append(_cosine(v_told, true_mean).item())
         lengths = means.norm(dim=1).sum()
         rms = fields.velocity.pow(2).mean().sqrt().clamp_min(1e-12)
         per_clip["field_spread"].append((fields.velocity.std(dim=0).pow(2).mean().sqrt() / rms).item())
@@ -79,7 +92,7 @@ def measure(generator: torch.nn.Module, n: int, k: int, seed: int) -> dict:
         pred = allowed[0, 0] > 0
         per_clip["iou"].append(((pred & moving).sum() / (pred | moving).sum()).item())
     count = len(per_clip["cos"])
-    out = {key: float(np.nanmean(vals)) for key, vals in per_clip.items()}
+    out = {key: float(np.nanmean(vals)) if vals else np.nan for key, vals in per_clip.items()}
     out["encoder_rms"] = [round(float(v), 3) for v in (enc_sq / count).sqrt()]
     out["clips"] = count
     return out
@@ -116,7 +129,7 @@ def main() -> int:
     for name, r in rows.items():
         cells = [", ".join(f"{v:g}" for v in r["encoder_rms"]), f"{r['field_spread']:.2e}",
                  f"{r['seed_spread']:.3f}", f"{r['cos']:.3f}", f"{r['cos_best']:.3f}", f"{r['speed']:.3f}",
-                 f"{r['iou']:.3f}"]
+                 f"{r['iou']:.3f}", "n/a" if np.isnan(r["cos_encoded"]) else f"{r['cos_encoded']:.3f}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     report = "\n".join([
         f"## bench/latent_use.py: does the motion head use its latent? {first['clips']} held-out scenes x "

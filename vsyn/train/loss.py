@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from vsyn import losses
 from vsyn.config import Config
 from vsyn.nn.input_grad import input_grad_convolutions
-from vsyn.nn.motion import MotionFields
+from vsyn.nn.motion import MotionFields, compose
 from vsyn.nn.motion_encoder import kl_to_prior
 from vsyn.train.randomness import StepRandom
 from vsyn.train.runtime import Runtime
@@ -78,10 +78,23 @@ def mode_seeking(fields: MotionFields, noise: Tensor) -> tuple[Tensor, Tensor]:
     return 1.0 / (ratio + DIVERSITY_EPS), ratio
 
 
-def slice_fields(fields: MotionFields, start: int) -> MotionFields:
-    """The fields of videos start..B−1 of a batch."""
-    return MotionFields(fields.velocity[start:], fields.moving[start:], fields.blend[start:],
-                        fields.appearance[start:], fields.kind)
+def unmasked_l1(clips: Tensor, fields: MotionFields) -> Tensor:
+    """L1 between the real clips' frames 1..T−1 and frame 0 warped by the first len(clips) videos' fields with the
+    moving mask off. Where the mask is 0 the masked output is frame 0 whatever the velocity, so no loss on it teaches
+    the velocity there; an untrained field warps worse than standing still, the mask shuts first, and the velocity
+    never learns (every motion-head run before this term). This term trains the field everywhere, towards zero
+    on the ground, so the mask can open where warping explains the clip."""
+    r = clips.shape[0]
+    mine = slice_fields(fields, 0, r)
+    warped = compose(clips[:, 0], mine.offsets(), mine.blend, mine.appearance, torch.ones_like(mine.moving))
+    return (warped - clips[:, 1:].float()).abs().mean()
+
+
+def slice_fields(fields: MotionFields, start: int, stop: int | None = None) -> MotionFields:
+    """The fields of videos start..stop−1 of a batch."""
+    part = slice(start, stop)
+    return MotionFields(fields.velocity[part], fields.moving[part], fields.blend[part], fields.appearance[part],
+                        fields.kind)
 
 
 class VideoGANLoss:
@@ -154,12 +167,19 @@ class VideoGANLoss:
         loss_s, loss_t = gen(s), gen(t)
         loss = self.lam_s * loss_s + self.lam_t * loss_t
         stats = {"G/loss_spatial": loss_s.detach(), "G/loss_temporal": loss_t.detach()}
+        fields = getattr(self.rt.raw_generator, "last_fields", None)
         if rec:
-            l1 = (regenerated[:, 1:].float() - clips[:, 1:].float()).abs().mean()
+            target = clips[:, 1:].float()
+            l1 = (regenerated[:, 1:].float() - target).abs().mean()
             kl = kl_to_prior(*self.rt.raw_generator.last_posterior)
             loss = loss + rec * l1 + self.cfg.loss.kl * kl
-            stats |= {"G/reconstruction_l1": l1.detach(), "G/kl": kl.detach()}
-        fields = getattr(self.rt.raw_generator, "last_fields", None)
+            still = (clips[:, :1].float() - target).abs().mean()  # "copy frame 0" on the same clips: the reference
+            stats |= {"G/reconstruction_l1": l1.detach(), "G/reconstruction_l1_still": still.detach(),
+                      "G/kl": kl.detach()}
+            if fields is not None:
+                free = unmasked_l1(clips, fields)
+                loss = loss + rec * free
+                stats["G/reconstruction_l1_unmasked"] = free.detach()
         if fields is not None and rec:  # the regularisers and the diversity pairs read the critics' batch
             fields = slice_fields(fields, clips.shape[0])
         if fields is not None and (self.cfg.loss.motion_smooth or self.cfg.loss.motion_still):
