@@ -249,9 +249,11 @@ def test_info_counts_the_motion_head():
 
 def test_loops_of_procedural_scenes_with_their_true_flow_are_seamless():
     """The loop seam on 8 held-out procedural scenes (their exact first-step flow as the velocity, the static mask as
-    the moving mask): 1.2x a median step or less on average (measured: 1.10; the worst scene 1.40: a converging
+    the moving mask): 1.35x a median step or less on average (measured: 1.29; the worst scene 1.54: a converging
     field's steps differ between the two ends of the loop), where playing the true clip back to its start jumps
-    8-18 steps' worth."""
+    8-18 steps' worth. Warping the moving layer (still pixels filled from moving ones, vsyn.nn.motion.moving_layer)
+    lowered the seam itself from 2.54 to 1.74 levels and the median step more, from 2.31 to 1.35 (occluders no
+    longer dragged into the sky), hence a higher ratio than the 1.10 measured when the warp read the photo."""
     from shards.procedural import clip_seed, make_clip
 
     seams, plain = [], []
@@ -262,5 +264,5 @@ def test_loops_of_procedural_scenes_with_their_true_flow_are_seamless():
                          blend=torch.zeros(1, 24, 1, 64, 64), appearance=torch.zeros(1, 24, 3, 64, 64))
         seams.append(seam_ratio(frames_of(render(clip["video"][0], f, (128, 128), 25, loop=True))))
         plain.append(seam_ratio(clip["video"]))  # the true clip played back to its start
-    assert np.mean(seams) <= 1.2 and max(seams) < 1.5, seams
+    assert np.mean(seams) <= 1.35 and max(seams) < 1.6, seams
     assert min(plain) > 4, plain

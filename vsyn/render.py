@@ -27,6 +27,7 @@ from PIL import Image
 
 from vsyn.errors import VsynError
 from vsyn.nn.motion import MotionFields
+from vsyn.nn.motion import moving_layer
 from vsyn.nn.warp import integrate, loop_weights, pixel_grid, sample_at
 
 DEFAULT_MAX_SIDE = 1920
@@ -168,6 +169,7 @@ def render(photo: np.ndarray, fields: MotionFields, size: tuple[int, int], num_f
         moving &= full_mask > 0
     steps = num_frames - 1
     grid = pixel_grid(h, w, device=device)
+    layer = moving_layer(base, moving.float())  # what the warp reads: still pixels filled from the moving ones
     if loop:
         velocity = fields.step_velocity()
         back = integrate(velocity, steps, backward=True)[:, 0]  # (steps, 2, hc, wc)
@@ -181,7 +183,7 @@ def render(photo: np.ndarray, fields: MotionFields, size: tuple[int, int], num_f
     for t0 in range(1, num_frames, per_chunk):
         ts = list(range(t0, min(num_frames, t0 + per_chunk)))
         k = len(ts)
-        img = base.expand(k, -1, -1, -1)
+        img = layer.expand(k, -1, -1, -1)
         if loop:
             a = sample_at(img, grid + _resize_offsets(back[[t - 1 for t in ts]], (h, w)))
             c = sample_at(img, grid + _resize_offsets(fwd[[num_frames - t - 1 for t in ts]], (h, w)))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from vsyn.nn.warp import integrate, loop_weights, sample_at, pixel_grid, warp
+from vsyn.nn.warp import fill_holes, integrate, loop_weights, sample_at, pixel_grid, warp
 
 FIELD_KINDS = ("eulerian", "lagrangian")
 HEAD_CHANNELS = 7  # velocity x, y; moving logit; blend logit; appearance r, g, b
@@ -98,15 +98,24 @@ def moving_mask(logits: Tensor, *, straight_through: bool) -> Tensor:
     return hard + (soft - soft.detach())
 
 
+def moving_layer(image: Tensor, mask: Tensor) -> Tensor:
+    """What the warp reads: the photo with its still pixels (mask 0) filled from the moving ones (warp.fill_holes),
+    so that content moving out from behind a still occluder is sky or water, not the occluder dragged along.
+    image (B, 3, H, W) float; mask (B, 1, H, W) of exact 0/1 values (its gradient, if any, does not flow here)."""
+    return fill_holes(image, (mask.detach() > 0).to(torch.float32))
+
+
 def compose(image: Tensor, offsets: Tensor, blend: Tensor, appearance: Tensor, mask: Tensor) -> Tensor:
     """Frames from the photo: image (B, 3, H, W) in [0, 1]; offsets (B, T, 2, H, W); blend (B, T, 1, H, W);
     appearance (B, T, 3, H, W); mask (B, 1, H, W) of exact 0/1 values -> (B, T, 3, H, W), float32.
 
-    Where mask is 0 the result is `image` exactly: image + 0·(…) adds a signed zero.
+    Where mask is 0 the result is `image` exactly: image + 0·(…) adds a signed zero. The warp reads the moving layer
+    (`moving_layer`): still pixels never move, and moving ones never copy them.
     """
     b, t = offsets.shape[:2]
     img = image.float()
-    frames = img[:, None].expand(b, t, *img.shape[1:]).flatten(0, 1)
+    layer = moving_layer(img, mask)
+    frames = layer[:, None].expand(b, t, *img.shape[1:]).flatten(0, 1)
     warped = warp(frames, offsets.flatten(0, 1)).reshape(b, t, *img.shape[1:])
     out = warped + blend.float() * (appearance.float() - warped)
     return img[:, None] + mask.float()[:, None] * (out - img[:, None])
@@ -122,14 +131,15 @@ def loop_frames(image: Tensor, velocity: Tensor, blend: Tensor, appearance: Tens
     b, steps = blend.shape[:2]
     n = steps + 1
     img = image.float()
+    layer = moving_layer(img, mask)
     back = integrate(velocity, steps, backward=True)  # frames 1..N−1
     fwd = integrate(velocity, steps, backward=False)  # frames −1..−(N−1); frame t needs entry N−t−1
     w = loop_weights(n, device=img.device)[1:].view(steps, 1, 1, 1, 1)
     grid = pixel_grid(*img.shape[-2:], device=img.device)
     frames = []
     for t in range(1, n):
-        a = sample_at(img, grid + back[t - 1])
-        c = sample_at(img, grid + fwd[n - t - 1])
+        a = sample_at(layer, grid + back[t - 1])
+        c = sample_at(layer, grid + fwd[n - t - 1])
         frames.append(w[t - 1] * a + (1 - w[t - 1]) * c)
     warped = torch.stack(frames, dim=1)
     fade = torch.sin(torch.pi * torch.arange(1, n, device=img.device) / n).view(1, steps, 1, 1, 1)
