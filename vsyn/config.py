@@ -74,6 +74,9 @@ class LossConfig:
     # opens where warping the photo explains the clip. 0 = off (the original: adversarial losses only).
     reconstruction: float = 0.0
     kl: float = 0.01
+    # the generator's adversarial terms ramp linearly from 0 to full over the first N kimg (the critics train from
+    # the start): the motion field learns from reconstruction before the critics can push the moving mask shut
+    adversarial_warmup_kimg: float = 0.0
     # fp32: the penalty's critic forward and double backward in float32 whatever train.precision says (the
     # original's numerics); autocast: in the step's precision (bf16 under train.precision=bf16), with the input
     # gradient and its norm in float32. The penalty is most of a critic step: autocast is the fast choice on GPU.
@@ -315,8 +318,8 @@ def validate(cfg: Config) -> None:
         raise VsynError(f"model.gru_seed must be features or tanh, not {m.gru_seed!r}")
     if m.motion_encoder and not (m.latent_noise and m.generator == "style_rnn"):
         raise VsynError("model.motion_encoder needs model.latent_noise=true and model.generator=style_rnn")
-    if cfg.loss.reconstruction < 0 or cfg.loss.kl < 0:
-        raise VsynError("loss.reconstruction and loss.kl must be >= 0")
+    if cfg.loss.reconstruction < 0 or cfg.loss.kl < 0 or cfg.loss.adversarial_warmup_kimg < 0:
+        raise VsynError("loss.reconstruction, loss.kl and loss.adversarial_warmup_kimg must be >= 0")
     if cfg.loss.reconstruction and not m.motion_encoder:
         raise VsynError("loss.reconstruction needs model.motion_encoder=true (the latent of a real clip comes from it)")
     if m.noise_to_style and not (m.latent_noise and m.generator == "style_rnn"):

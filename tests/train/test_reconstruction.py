@@ -101,6 +101,7 @@ def test_reconstruction_teaches_opposite_motions_through_the_latent():
     (["model.head=motion", "model.latent_noise=false", "model.motion_encoder=true"], "latent_noise"),
     (["model.generator=dvdgan", "model.latent_noise=true", "model.motion_encoder=true"], "style_rnn"),
     (["model.head=motion", "model.latent_noise=true", "model.motion_encoder=true", "loss.kl=-1"], ">= 0"),
+    (["loss.adversarial_warmup_kimg=-1"], ">= 0"),
 ])
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(VsynError, match=message):
@@ -121,3 +122,19 @@ def test_training_with_reconstruction_logs_it_and_trains_the_encoder(tmp_path, s
     trained = load_generator(run, ema=False)[0].motion_encoder.state_dict()
     assert initial.keys() == trained.keys()
     assert all(not torch.equal(initial[k], trained[k]) for k in initial if k.endswith("weight")), "encoder untrained"
+
+
+def test_adversarial_warmup_ramps_the_generator_terms_by_step(tmp_path, shards):
+    """loss.adversarial_warmup_kimg: the logged weight of each generator step is min(1, step / warm-up steps), the
+    warm-up's clips counted as the critic counts them (n_critic of every n_critic + 1 steps)."""
+    run = tmp_path / "run"
+    run_train(run, shards, "model.head=motion", "loss.adversarial_warmup_kimg=0.02", "train.max_steps=12",
+              "train.log_every=1")
+    cfg = load_config(run / "config.json")
+    cycle = cfg.train.n_critic + 1
+    warmup_steps = round(20 / cfg.train.batch / cfg.train.n_critic * cycle)
+    weights = {step: s["G/adversarial_weight"] for step, s in read_losses(run).items() if "G/adversarial_weight" in s}
+    assert sorted(weights) == [step for step in range(12) if step % cycle == cycle - 1]
+    for step, weight in weights.items():
+        assert weight == pytest.approx(min(1.0, step / warmup_steps)), (step, weight)
+    assert weights[min(weights)] < 0.5 and max(weights.values()) == 1.0

@@ -104,6 +104,9 @@ class VideoGANLoss:
         self.k = cfg.model.spatial_frames
         self.frames = cfg.model.frames
         self.lam_s, self.lam_t = cfg.loss.spatial_weight, cfg.loss.temporal_weight
+        # loop steps (critic and generator) over the warm-up: kimg counts the critic's clips, n_critic steps a cycle
+        cycle = cfg.train.n_critic + 1
+        self.warmup_steps = round(cfg.loss.adversarial_warmup_kimg * 1000 / cfg.train.batch / cfg.train.n_critic * cycle)
 
     # ---- G forward, shared by both phases
     def generate(
@@ -167,6 +170,10 @@ class VideoGANLoss:
         loss_s, loss_t = gen(s), gen(t)
         loss = self.lam_s * loss_s + self.lam_t * loss_t
         stats = {"G/loss_spatial": loss_s.detach(), "G/loss_temporal": loss_t.detach()}
+        if self.cfg.loss.adversarial_warmup_kimg:
+            weight = rnd.ramp(self.warmup_steps)
+            loss = weight * loss
+            stats["G/adversarial_weight"] = weight.detach().float()
         fields = getattr(self.rt.raw_generator, "last_fields", None)
         if rec:
             target = clips[:, 1:].float()

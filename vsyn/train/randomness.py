@@ -19,6 +19,7 @@ def step_seed(seed: int, step: int, stream: int = 0) -> int:
 class StepRandom:
     def __init__(self, seed: int, step: int, *, rank: int, world: int, local_batch: int, device: torch.device):
         self.gen = torch.Generator().manual_seed(step_seed(seed, step))
+        self.step = step
         self.rank, self.world, self.local_batch, self.device = rank, world, local_batch, device
 
     def _mine(self, t: torch.Tensor) -> torch.Tensor:
@@ -32,6 +33,11 @@ class StepRandom:
     def noise(self, generator: torch.nn.Module) -> torch.Tensor | None:
         z = generator.sample_noise(self.local_batch * self.world, generator=self.gen)
         return None if z is None else self._mine(z)
+
+    def ramp(self, steps: int) -> torch.Tensor:
+        """min(1, step / steps) as a 0-d tensor on the device: a schedule value that is a step input (a static
+        buffer under CUDA graphs), not a constant baked into a captured graph."""
+        return torch.tensor(min(1.0, self.step / max(1, steps))).to(self.device, non_blocking=True)
 
     def frame_indices(self, frames: int, k: int) -> torch.Tensor:
         """K distinct non-input frame indices, shared by the batch (as the spatial critic expects)."""

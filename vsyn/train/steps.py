@@ -79,6 +79,9 @@ class _DrawSource:
     def frame_indices(self, frames: int, k: int) -> Tensor:
         return self._draw("frame_indices", (frames, k))
 
+    def ramp(self, steps: int) -> Tensor:
+        return self._draw("ramp", (steps,))
+
 
 class _RecordingRandom(_DrawSource):
     """Forwards to a StepRandom and notes each draw (method, arguments) in order."""
