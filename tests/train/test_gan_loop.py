@@ -256,3 +256,15 @@ def test_captured_step_refuses_a_batch_of_another_shape():
     assert replayed == first
     with pytest.raises(VsynError, match="one shape"):
         captured(torch.ones(4, 3), rnd(1))
+
+
+def test_a_ramp_drawn_in_a_captured_step_follows_the_step_not_the_capture():
+    """rnd.ramp (the adversarial warm-up's weight) goes through the static buffers: replays of later steps see
+    min(1, step / steps), not the value of the step that was recorded."""
+    from vsyn.train.steps import CapturedStep
+
+    captured = CapturedStep(lambda real, rnd: {"w": real.sum() * rnd.ramp(10)}, torch.device("cpu"), capture=False,
+                            warmup=1)
+    rnd = lambda s: StepRandom(0, s, rank=0, world=1, local_batch=2, device=torch.device("cpu"))  # noqa: E731
+    values = [captured(torch.ones(2), rnd(s))["w"].item() for s in (2, 5, 10, 30)]
+    assert values == pytest.approx([0.4, 1.0, 2.0, 2.0])
