@@ -36,11 +36,12 @@ vsyn() { python3 -m vsyn "$@"; }
 # Anchored to the start of a command line, so that a caller's shell whose command text merely mentions them is not
 # taken for (or stopped as) a training or the queue
 TRAINING='^python3 -m vsyn train ' QUEUE='^bash [^ ]*gpu_motion.sh queue-run'
-# The study: four arms at 64 px (the motion head as preset and with the mode-seeking term that keeps its latent in
-# use at 32 px, style2, DVD-GAN-S), same data, same settings, on one GPU (`study`: side by side; `queue`: one after
-# another), motion metrics on the held-out scenes at every snapshot; compared at the smallest kimg all of them
-# reached. An arm is NAME:PRESET:OVERRIDES, overrides separated by commas.
-read -r -a STUDY <<< "${STUDY_ARMS:-motion:motion64: motion-div:motion64:loss.motion_diversity=1 style2:bair64: dvdgan:bair64:model.generator=dvdgan}"
+# The study: four arms at 64 px (the motion head as preset and trained with reconstruction through its motion
+# encoder, the adversarial terms ramped in over 10 kimg; style2, DVD-GAN-S), same data, same settings, on one GPU
+# (`study`: side by side; `queue`: one after another), motion metrics on the held-out scenes at every snapshot;
+# compared at the smallest kimg all of them reached. An arm is NAME:PRESET:OVERRIDES, overrides separated by commas.
+REC=model.motion_encoder=true,loss.reconstruction=100,loss.adversarial_warmup_kimg=10,model.gru_seed=tanh
+read -r -a STUDY <<< "${STUDY_ARMS:-motion:motion64: motion-rec:motion64:$REC style2:bair64: dvdgan:bair64:model.generator=dvdgan}"
 MOTION_ARMS=(); for entry in "${STUDY[@]}"; do  # arms whose preset is a motion head's
   IFS=: read -r name preset _ <<< "$entry"; [[ $preset == *motion* ]] && MOTION_ARMS+=("$name"); done
 STUDY_SECONDS=${STUDY_SECONDS:-720}
