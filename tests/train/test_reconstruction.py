@@ -8,6 +8,8 @@ each clip; and a short training run logs the term and falls."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -18,7 +20,7 @@ from vsyn.inference import load_generator
 from vsyn.nn import build_generator
 from vsyn.nn.motion_encoder import encoder_frame_indices, kl_to_prior, reparameterise
 from vsyn.nn.warp import warp
-from tests.train.trainkit import read_losses, run_train
+from tests.train.trainkit import REPO, read_losses, run_train, scratch_env, train_args, vsyn_cmd
 
 TINY = ["model.resolution=32", "model.frames=6", "model.ch_g=4", "model.ch_ds=4", "model.ch_dt=4",
         "model.latent_noise=true", "model.motion_encoder=true"]
@@ -138,3 +140,12 @@ def test_adversarial_warmup_ramps_the_generator_terms_by_step(tmp_path, shards):
     for step, weight in weights.items():
         assert weight == pytest.approx(min(1.0, step / warmup_steps)), (step, weight)
     assert weights[min(weights)] < 0.5 and max(weights.values()) == 1.0
+
+
+def test_an_encoder_without_its_loss_is_refused_at_training(tmp_path, shards):
+    """Nothing but loss.reconstruction trains the encoder (and DDP stops on idle weights): one clear error."""
+    cmd = vsyn_cmd(*train_args(tmp_path / "run", shards, "model.head=motion", "model.latent_noise=true",
+                               "model.motion_encoder=true", "train.max_steps=2"))
+    proc = subprocess.run(cmd, cwd=REPO, env=scratch_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "vsyn: error: model.motion_encoder=true trains only with loss.reconstruction > 0" in proc.stderr

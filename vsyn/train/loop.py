@@ -101,6 +101,9 @@ def setup(cfg: Config, log_dir: Path | None) -> tuple[Runtime, GeneratorEMA]:
         # DeepSpeed broadcasts and flattens parameters through byte views, which need contiguous (NCHW) weights
         raise VsynError("train.channels_last=true does not work with train.distributed=deepspeed (DeepSpeed needs "
                         "contiguous weights); use one or the other")
+    if cfg.model.motion_encoder and not cfg.loss.reconstruction:
+        # only the reconstruction loss reaches the encoder; idle weights would also stop a DDP run at its 2nd step
+        raise VsynError("model.motion_encoder=true trains only with loss.reconstruction > 0; set it, or drop the encoder")
     if t.cuda_graphs:  # before any work: Adam is built capturable below
         check_cuda_graphs(cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"), world_size_from_env())
     torch.manual_seed(t.seed)
