@@ -5,8 +5,8 @@ the moving mask (a still clip is easier to pass off than imperfect motion: bench
 2026-12-03 to 2026-12-08). Animating Landscape (Endo et al. 2019) and BicycleGAN's cVAE-GAN (Zhu et al. 2017) train
 the generator to *reconstruct* a real clip from its first frame and a code an encoder reads off the whole clip,
 with a KL term keeping the codes near the prior N(0, I) that inference samples. The latent must then carry what the
-photo does not say (here: which way and how fast this clip moves), and the mask opens exactly where warping the
-photo explains the clip. Only the training clip's own frames are used: no ground truth, as with real videos.
+photo does not say (here: which way and how fast this clip moves), and the mask can open where warping the photo's
+moving layer explains the clip. Only the training clip's own frames are used: no ground truth, as with real videos.
 
 Inference never runs this module; it is part of the generator so that one optimizer, one EMA and one checkpoint
 cover it.
@@ -18,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 from vsyn.nn.layers import DownBlock
-
 
 INITIAL_LOGVAR = -2.0  # σ ≈ 0.37 at the start: each clip's code is not drowned in noise before training begins
 
