@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from vsyn.config import load_config
+from vsyn.config import LossConfig, load_config
 from vsyn.errors import VsynError
 from vsyn.inference import load_generator
 from vsyn.nn import build_generator
@@ -22,6 +22,7 @@ from vsyn.nn.motion_encoder import encoder_frame_indices, kl_to_prior, reparamet
 from vsyn.nn.warp import warp
 from tests.train.trainkit import REPO, read_losses, run_train, scratch_env, train_args, vsyn_cmd
 
+KL_WEIGHT = LossConfig().kl
 TINY = ["model.resolution=32", "model.frames=6", "model.ch_g=4", "model.ch_ds=4", "model.ch_dt=4",
         "model.latent_noise=true", "model.motion_encoder=true"]
 
@@ -74,10 +75,13 @@ def shifted_clips(photo: torch.Tensor, frames: int, speed: float) -> torch.Tenso
     return torch.stack(out)
 
 
-def test_reconstruction_teaches_opposite_motions_through_the_latent():
+@pytest.mark.parametrize("seed", range(3))
+def test_reconstruction_teaches_opposite_motions_through_the_latent(seed):
     """Both clips start from the same photo, so only z can tell the head which way to go: after training on the
-    reconstruction loss alone, the encoder's z for each clip gives a velocity pointing its way."""
-    torch.manual_seed(0)
+    reconstruction loss alone, the encoder's z for each clip gives a velocity pointing its way. With the preset KL
+    weight (loss.kl's default) this held for 5 of 5 seeds and 1 or 2 threads; with 10x the weight one seed in five
+    collapsed onto a single mean motion."""
+    torch.manual_seed(seed)
     g = build_generator(load_config("tiny-motion", TINY).model).train()
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     photo = (0.5 + 0.25 * torch.sin(xx / 2.5) * torch.cos(yy / 4.0)).expand(1, 3, 32, 32).contiguous()
@@ -88,7 +92,7 @@ def test_reconstruction_teaches_opposite_motions_through_the_latent():
         eps = g.sample_noise(2, generator=torch.Generator().manual_seed(step))
         opt.zero_grad()
         fake = g(image, noise=eps, encode=clips)
-        loss = 10 * (fake[:, 1:] - clips[:, 1:]).abs().mean() + 0.01 * kl_to_prior(*g.last_posterior)
+        loss = 10 * (fake[:, 1:] - clips[:, 1:]).abs().mean() + KL_WEIGHT * kl_to_prior(*g.last_posterior)
         loss.backward()
         opt.step()
     g.eval()
