@@ -160,17 +160,23 @@ PY
                                       --reference "true clip (mp4)=$REFERENCE_DIR/true-clip-mp4.json")
   curves=(); for name in "${names[@]}"; do curves+=("$name=$W/run-$name"); done
   python3 bench/plot_curves.py "${curves[@]}" -o "$OUT/study-curves.png" "${refs[@]}" 2>&1 | tail -n 2
+  # weights as generation needs them: without the motion encoder (reconstruction arms), which would take a
+  # motion64 file past the 16 MiB a file can bring back (17.8 MiB with it, 15.3 without)
+  slim() { python3 -c 'import sys; from safetensors.torch import load_file, save_file
+from vsyn.inference import inference_state; save_file(inference_state(load_file(sys.argv[1])), sys.argv[2])' "$1" "$2"; }
+  declare -A best_of=()
   for name in "${MOTION_ARMS[@]}"; do  # each motion arm's best snapshot (by motion_score), weights apart
     best="$W/run-$name/checkpoints/best-motion_score"
     [ -d "$best" ] || best=$(ls -d "$W/run-$name"/checkpoints/ckpt-* | tail -n 1)
-    cp "$best/generator_ema.safetensors" "$OUT/$name-ema.safetensors"
+    slim "$best/generator_ema.safetensors" "$OUT/$name-ema.safetensors"
+    best_of[$name]=$best
     mkdir -p "$W/best-$name"; cp "$best/config.json" "$best/meta.json" "$W/best-$name/"
   done
   if [ "${ALL_WEIGHTS:-0}" = 1 ]; then  # every arm's newest EMA weights too (final rows made elsewhere)
     for name in "${names[@]}"; do
       last=$(ls -d "$W/run-$name"/checkpoints/ckpt-* | tail -n 1)
-      cmp -s "$last/generator_ema.safetensors" "$OUT/$name-ema.safetensors" 2> /dev/null ||
-        cp "$last/generator_ema.safetensors" "$OUT/$name-last-ema.safetensors"
+      cmp -s "$last/generator_ema.safetensors" "${best_of[$name]:-/nonexistent}/generator_ema.safetensors" ||
+        slim "$last/generator_ema.safetensors" "$OUT/$name-last-ema.safetensors"
     done
   fi
   tar -czf "$OUT/study.tar.gz" -C "$W" eval best-* $(cd "$W" && ls -d run-*/logs/stats.jsonl run-*/config.json \

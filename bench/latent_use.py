@@ -119,7 +119,7 @@ def main() -> int:
         if path.startswith("init:"):
             generator = build_generator(load_config(path[len("init:"):]).model).eval()
         else:
-            generator, _ = load_generator(path)
+            generator, _ = load_generator(path, with_encoder=True)
         if not is_motion_model(generator) or generator.sample_noise(1) is None:
             print(f"{path}: not a motion head with latent noise", file=sys.stderr)
             return 2

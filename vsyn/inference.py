@@ -6,6 +6,7 @@ the same pixels for the same image and seed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -23,22 +24,42 @@ from vsyn.snapshot import load_state, resolve_snapshot
 MAX_IMAGE_PIXELS = 64_000_000  # decompression-bomb guard for user images (checked before decoding pixels)
 
 
-def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Config]:
-    """Build the generator described by a snapshot's config.json and load its (EMA) weights, in eval mode."""
+ENCODER_PREFIX = "motion_encoder."
+
+
+def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu",
+                   with_encoder: bool = False) -> tuple[torch.nn.Module, Config]:
+    """Build the generator described by a snapshot's config.json and load its (EMA) weights, in eval mode.
+
+    The motion encoder (model.motion_encoder, reconstruction training only) is left out unless `with_encoder`:
+    generation never runs it, and weights saved without it (`inference_state`) load the same way."""
 
     weights, config_path = resolve_snapshot(path, ema=ema)
     try:
         cfg = config_from_dict(json.loads(config_path.read_text()))
     except json.JSONDecodeError as exc:
         raise VsynError(f"config '{config_path}' is not valid JSON: {exc}") from None
-    generator = build_generator(cfg.model)
-    missing, unexpected = generator.load_state_dict(load_state(weights), strict=False)
+    state = load_state(weights)
+    model_cfg = cfg.model
+    if not with_encoder:
+        model_cfg = dataclasses.replace(model_cfg, motion_encoder=False)
+        state = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
+    elif cfg.model.motion_encoder and not any(k.startswith(ENCODER_PREFIX) for k in state):
+        raise VsynError(f"weights '{weights}' were saved without the motion encoder (inference weights)")
+    generator = build_generator(model_cfg)
+    missing, unexpected = generator.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise VsynError(
             f"weights '{weights}' do not fit the configured generator "
             f"(missing {len(missing)} keys, e.g. {missing[:3]}; unexpected {len(unexpected)}, e.g. {unexpected[:3]})"
         )
     return generator.to(device).eval().requires_grad_(False), cfg
+
+
+def inference_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A generator state without the motion encoder: what generation needs (a reconstruction-trained motion64 is
+    17.8 MiB with it, 15.3 MiB without)."""
+    return {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
 
 
 def read_image_file(path: str | Path, what: str = "image") -> Image.Image:

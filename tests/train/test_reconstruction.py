@@ -125,7 +125,7 @@ def test_training_with_reconstruction_logs_it_and_trains_the_encoder(tmp_path, s
     cfg = load_config(run / "config.json")
     torch.manual_seed(cfg.train.seed)  # the trainer's own initial weights (vsyn.train.loop.setup seeds the same way)
     initial = build_generator(cfg.model).motion_encoder.state_dict()
-    trained = load_generator(run, ema=False)[0].motion_encoder.state_dict()
+    trained = load_generator(run, ema=False, with_encoder=True)[0].motion_encoder.state_dict()
     assert initial.keys() == trained.keys()
     assert all(not torch.equal(initial[k], trained[k]) for k in initial if k.endswith("weight")), "encoder untrained"
 
@@ -153,3 +153,34 @@ def test_an_encoder_without_its_loss_is_refused_at_training(tmp_path, shards):
     proc = subprocess.run(cmd, cwd=REPO, env=scratch_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "vsyn: error: model.motion_encoder=true trains only with loss.reconstruction > 0" in proc.stderr
+
+
+def test_generation_loads_without_the_encoder_and_gives_the_same_pixels(tmp_path, shards):
+    """Inference leaves the encoder out (load_generator), and weights saved without it (inference_state: what fits
+    under bench/models) load and generate the same clip; asking for the encoder from such weights is a clear error."""
+    from safetensors.torch import load_file, save_file
+
+    from vsyn.inference import inference_state
+
+    run = tmp_path / "run"
+    run_train(run, shards, "model.head=motion", "model.latent_noise=true", "model.motion_encoder=true",
+              "loss.reconstruction=10", "train.max_steps=3")
+    full, _ = load_generator(run, ema=False, with_encoder=True)
+    plain, cfg = load_generator(run, ema=False)
+    assert full.motion_encoder is not None and plain.motion_encoder is None
+    snap = tmp_path / "inference"
+    snap.mkdir()
+    source = next((run / "checkpoints").glob("ckpt-*/generator.safetensors"))
+    state = load_file(source)
+    slim = inference_state(state)
+    assert len(slim) < len(state)
+    save_file(slim, snap / "generator.safetensors")
+    (snap / "config.json").write_text((run / "config.json").read_text())
+    small, _ = load_generator(snap / "generator.safetensors")
+    image = torch.rand(1, 3, 32, 32)
+    z = plain.sample_noise(1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(small(image, noise=z), plain(image, noise=z))
+        assert torch.equal(full(image, noise=z), plain(image, noise=z))
+    with pytest.raises(VsynError, match="without the motion encoder"):
+        load_generator(snap / "generator.safetensors", with_encoder=True)
