@@ -147,18 +147,24 @@ def test_penalty_under_autocast_stays_close_to_fp32_penalty(tmp_path, shards):
 TIMING_KEYS = ("time", "sec_per_kimg", "clips_per_s")
 
 
+RECONSTRUCTION = ["model.head=motion", "model.latent_noise=true", "model.motion_encoder=true",
+                  "loss.reconstruction=10", "loss.adversarial_warmup_kimg=0.02"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="bit-exact on CPU only; on a GPU the test below captures for real")
-@pytest.mark.parametrize("kind", ["wgan-gp", "hinge"])
-def test_captured_step_plumbing_trains_bit_exactly_like_eager(tmp_path, shards, monkeypatch, kind):
+@pytest.mark.parametrize("kind, more", [("wgan-gp", []), ("hinge", []), ("wgan-gp", RECONSTRUCTION)],
+                         ids=["wgan-gp", "hinge", "motion-reconstruction-warmup"])
+def test_captured_step_plumbing_trains_bit_exactly_like_eager(tmp_path, shards, monkeypatch, kind, more):
     """What a CUDA-graphed run adds around the step — static batch and draw buffers filled in the recorded order,
     scalars packed into one output — run without the graph itself (TrainSteps mode "static"; capturing needs a GPU,
     the test below does that): every scalar of every step equals eager's bit for bit. hinge with lazy R1 every 2nd
-    critic step exercises the two critic-step variants."""
+    critic step exercises the two critic-step variants; the motion head with reconstruction draws a second latent
+    (the reparameterisation's ε) and the adversarial warm-up's ramp, both step inputs."""
     from vsyn.train import loop
     from vsyn.train.steps import WARMUP_STEPS, TrainSteps
 
     extra = [f"loss.kind={kind}", "loss.r1_interval=2", "train.max_steps=15", "train.snapshot_kimg=0",
-             "train.cudnn_benchmark=false"]
+             "train.cudnn_benchmark=false", *more]
     assert run(_cfg(tmp_path / "eager", shards, *extra)) == EXIT_DONE
     made: list[TrainSteps] = []
 
