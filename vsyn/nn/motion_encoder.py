@@ -65,7 +65,7 @@ class MotionEncoder(nn.Module):
         x = clip[:, self.indices].float() * 2 - 1  # (B, n, 3, H, W)
         diffs = x[:, 1:] - x[:, :1]
         grey = x.mean(dim=2)  # (B, n, H, W)
-        gx, gy = _central_gradients(grey[:, :1])  # frame 0's, (B, 1, H, W) each
+        gy, gx = torch.gradient(grey[:, :1], dim=(-2, -1))  # frame 0's: central, one-sided at the borders
         dt = grey[:, 1:] - grey[:, :1]
         products = torch.stack([dt * gx, dt * gy], dim=2)  # (B, n−1, 2, H, W)
         stacked = torch.cat([x.flatten(1, 2), diffs.flatten(1, 2), products.flatten(1, 2)], dim=1)
@@ -76,15 +76,6 @@ class MotionEncoder(nn.Module):
         h = torch.cat([h, stacked.mean(dim=(2, 3))], dim=1)  # a linear path from the global motion cues
         mu, logvar = self.out(h).chunk(2, dim=1)
         return mu, logvar.clamp(-10.0, 10.0)
-
-
-def _central_gradients(img: Tensor) -> tuple[Tensor, Tensor]:
-    """(∂/∂x, ∂/∂y) by central differences, one-sided at the borders; img (..., H, W)."""
-    gx = torch.cat([img[..., :, 1:2] - img[..., :, 0:1], (img[..., :, 2:] - img[..., :, :-2]) / 2,
-                    img[..., :, -1:] - img[..., :, -2:-1]], dim=-1)
-    gy = torch.cat([img[..., 1:2, :] - img[..., 0:1, :], (img[..., 2:, :] - img[..., :-2, :]) / 2,
-                    img[..., -1:, :] - img[..., -2:-1, :]], dim=-2)
-    return gx, gy
 
 
 def reparameterise(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
